@@ -1,0 +1,137 @@
+"""Base images: make each `cpforge/debian:<suite>-<arch>` exist locally.
+
+Try a pull of the distro's registry image first; when no registry is reachable, bootstrap a
+slim rootfs from a Debian mirror with mmdebstrap and import it with the right platform metadata
+(a `FROM scratch` + `ADD rootfs.tar /` build with `platform=`, since Engine 20.10's
+`docker import --platform` records amd64 whatever it is told).
+"""
+
+from __future__ import annotations
+
+import os
+import platform as host_platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engine import Engine, context_tar
+from .errors import BaseImageError
+from .matrix import Distro, Platform
+
+# Debian's -slim images drop these too.
+SLIM_DPKG_OPTS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/lintian/*",
+)
+BASE_EPOCH = 1749600000
+
+
+@dataclass(frozen=True)
+class BaseResult:
+    ref: str
+    image_id: str
+    how: str  # "present", "pulled", "bootstrapped"
+    seconds: float
+
+
+def host_arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(host_platform.machine(), host_platform.machine())
+
+
+def check_emulation(plat: Platform) -> None:
+    """A foreign-architecture base needs binfmt + qemu-user-static with the F flag."""
+    if plat.arch == host_arch():
+        return
+    entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{plat.machine}")
+    if not entry.exists():
+        raise BaseImageError(
+            f"{plat.name} containers cannot run here: no binfmt_misc registration for qemu-{plat.machine}",
+            hint="sudo apt-get install qemu-user-static binfmt-support && "
+            f"sudo update-binfmts --enable qemu-{plat.machine} "
+            "(mount binfmt_misc first if /proc/sys/fs/binfmt_misc/register is missing)",
+        )
+    flags = next((ln.split()[1] for ln in entry.read_text().splitlines() if ln.startswith("flags:")), "")
+    if "F" not in flags:
+        raise BaseImageError(
+            f"qemu-{plat.machine} is registered without the F flag, so containers cannot find the emulator",
+            hint="install qemu-user-static (its binfmt entries carry the F flag) and re-run update-binfmts",
+        )
+
+
+def ensure(
+    engine: Engine,
+    distro: Distro,
+    plat: Platform,
+    workdir: Path,
+    log: Callable[[str], None] = print,
+    force_bootstrap: bool = False,
+) -> BaseResult:
+    ref = distro.base_image(plat)
+    start = time.monotonic()
+    existing = engine.image_id(ref)
+    if existing and not force_bootstrap:
+        return BaseResult(ref, existing, "present", 0.0)
+    if distro.pull and not force_bootstrap:
+        log(f"… {ref}: trying to pull {distro.pull} ({plat.name})")
+        if engine.pull(distro.pull, plat.name):
+            pulled = engine.image_id(distro.pull)
+            assert pulled is not None
+            engine.tag(pulled, ref)
+            return BaseResult(ref, pulled, "pulled", time.monotonic() - start)
+        log(f"  {distro.pull} cannot be pulled; bootstrapping {distro.suite} from {distro.mirror}")
+    image_id = bootstrap(engine, distro, plat, workdir, log)
+    return BaseResult(ref, image_id, "bootstrapped", time.monotonic() - start)
+
+
+def bootstrap(engine: Engine, distro: Distro, plat: Platform, workdir: Path, log: Callable[[str], None]) -> str:
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise BaseImageError(
+            "mmdebstrap is not installed, and the base image could not be pulled",
+            hint="sudo apt-get install mmdebstrap",
+        )
+    check_emulation(plat)
+    ref = distro.base_image(plat)
+    workdir.mkdir(parents=True, exist_ok=True)
+    logfile = workdir / f"base-{distro.suite}-{plat.arch}.log"
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        cmd = [
+            mmdebstrap,
+            "--variant=minbase",
+            f"--architectures={plat.arch}",
+            "--mode=root" if os.geteuid() == 0 else "--mode=unshare",
+            *[f"--dpkgopt={o}" for o in SLIM_DPKG_OPTS],
+            distro.suite,
+            str(rootfs),
+            distro.mirror,
+        ]
+        log(f"… {ref}: mmdebstrap {distro.suite} {plat.arch} (log: {logfile})")
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(BASE_EPOCH)}
+        with logfile.open("w") as lf:
+            proc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, check=False)
+        if proc.returncode != 0:
+            tail = "".join(logfile.read_text(errors="replace").splitlines(keepends=True)[-10:])
+            raise BaseImageError(
+                f"mmdebstrap failed for {distro.suite}/{plat.arch} (exit {proc.returncode}):\n{tail}",
+                hint=f"check that {distro.mirror} is reachable; full log: {logfile}",
+            )
+        dockerfile = b'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n'
+        ctx = context_tar({"Dockerfile": dockerfile, "rootfs.tar": rootfs})
+        with logfile.open("a") as lf:
+            image_id = engine.build(
+                ctx,
+                platform=plat.name,
+                tag=ref,
+                log=lf,
+                labels={"io.cpforge.base.suite": distro.suite, "io.cpforge.base.mirror": distro.mirror},
+            )
+    return image_id

@@ -1,0 +1,250 @@
+"""The only module that speaks to Docker (through the docker SDK's low-level API).
+
+An Engine is an object handed to whoever needs it, never a global: later, entries are dispatched
+to several engines (a platform → engine map), each with its own job limit.
+Builds always use the host network (the default bridge is forbidden here); containers that run
+tests use no network at all.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+import docker.errors
+import requests
+
+from .errors import BuildError, EngineError
+
+START_HINT = (
+    "start it with `sudo dockerd --bridge=none --iptables=false --ip6tables=false &` "
+    "(or `sudo systemctl start docker`), or point DOCKER_HOST at a running engine"
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def context_tar(files: dict[str, bytes | Path]) -> IO[bytes]:
+    """A deterministic build context: sorted members, mtime 0, uid/gid 0, modes 0644/0755."""
+    buf = tempfile.TemporaryFile()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            data = files[name]
+            info = tarfile.TarInfo(name)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if isinstance(data, Path):
+                info.size = data.stat().st_size
+                info.mode = 0o755 if data.stat().st_mode & 0o111 else 0o644
+                with data.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                info.size = len(data)
+                info.mode = 0o755 if name.endswith(".sh") else 0o644
+                tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+class Engine:
+    """A connection to one Docker engine."""
+
+    def __init__(self, api: docker.APIClient, url: str) -> None:
+        self.api = api
+        self.url = url
+
+    @classmethod
+    def connect(cls, url: str | None = None, timeout: int = 600) -> Engine:
+        try:
+            if url:
+                api = docker.APIClient(base_url=url, timeout=timeout)
+            else:
+                api = docker.from_env(timeout=timeout).api
+            api.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            where = url or "the default socket (DOCKER_HOST or unix:///var/run/docker.sock)"
+            raise EngineError(
+                f"cannot reach the Docker daemon at {where} ({type(exc).__name__})", hint=START_HINT
+            ) from None
+        return cls(api, str(api.base_url))
+
+    # ---------------------------------------------------------------- images
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            return str(self.api.inspect_image(ref)["Id"])
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise EngineError(f"cannot inspect image {ref}: {exc.explanation}") from None
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        return dict(self.api.inspect_image(ref))
+
+    def tag(self, image_id: str, ref: str) -> None:
+        repo, _, tag = ref.rpartition(":")
+        self.api.tag(image_id, repo, tag, force=True)
+
+    def remove_image(self, ref: str) -> None:
+        try:
+            self.api.remove_image(ref, force=True, noprune=False)
+        except docker.errors.NotFound:
+            pass
+
+    def images(self, name: str | None = None) -> list[dict[str, Any]]:
+        return list(self.api.images(name=name))
+
+    def pull(self, ref: str, platform: str) -> bool:
+        """Try to pull; return False (never raise) when the registry cannot be reached."""
+        repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        try:
+            for _ in self.api.pull(repo, tag=tag or "latest", platform=platform, stream=True, decode=True):
+                pass
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            return False
+        return self.image_id(ref) is not None
+
+    # ---------------------------------------------------------------- build
+
+    def build(
+        self,
+        context: IO[bytes],
+        *,
+        dockerfile: str = "Dockerfile",
+        target: str | None = None,
+        platform: str | None = None,
+        labels: dict[str, str] | None = None,
+        tag: str | None = None,
+        nocache: bool = False,
+        log: IO[str],
+        on_line: Callable[[str], None] | None = None,
+    ) -> str:
+        """Build from a tar context; stream the log to ``log``; return the image id."""
+        image_id: str | None = None
+        last: list[str] = []
+        try:
+            stream: Iterator[dict[str, Any]] = self.api.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=dockerfile,
+                target=target,
+                platform=platform,
+                labels=labels,
+                tag=tag,
+                nocache=nocache,
+                rm=True,
+                forcerm=True,
+                network_mode="host",
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    msg = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
+                    log.write(f"ERROR: {msg}\n")
+                    log.flush()
+                    tail = "".join(last[-15:])
+                    raise BuildError(f"docker build failed: {msg}\n--- last lines ---\n{tail}")
+                text = chunk.get("stream") or chunk.get("status") or ""
+                if text:
+                    log.write(text)
+                    last.append(text if text.endswith("\n") else text + "\n")
+                    del last[:-40]
+                    if on_line:
+                        for line in text.splitlines():
+                            on_line(line)
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and "ID" in aux:
+                    image_id = str(aux["ID"])
+                m = re.match(r"Successfully built ([0-9a-f]+)", text)
+                if m and image_id is None:
+                    image_id = m.group(1)
+            log.flush()
+        except docker.errors.APIError as exc:
+            raise BuildError(f"the engine refused the build: {exc.explanation}") from None
+        except requests.exceptions.ConnectionError:
+            raise EngineError("lost the connection to the Docker daemon during a build", hint=START_HINT) from None
+        if image_id is None:
+            raise BuildError("the build stream ended without an image id (see the log)")
+        full = self.image_id(image_id)
+        if full is None:
+            raise BuildError(f"the engine reported image {image_id} but it does not exist")
+        return full
+
+    # ---------------------------------------------------------------- containers
+
+    def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path:
+        """Copy one file out of an image without running it."""
+        cid = self.api.create_container(image, command=["/bin/true"], platform=platform)["Id"]
+        try:
+            stream, _stat = self.api.get_archive(cid, path)
+            with tempfile.TemporaryFile() as tmp:
+                for chunk in stream:
+                    tmp.write(chunk)
+                tmp.seek(0)
+                with tarfile.open(fileobj=tmp, mode="r|") as tar:
+                    for member in tar:
+                        if member.isfile():
+                            src = tar.extractfile(member)
+                            assert src is not None
+                            dest.parent.mkdir(parents=True, exist_ok=True)
+                            with dest.open("wb") as out:
+                                while chunk := src.read(1 << 20):
+                                    out.write(chunk)
+                            return dest
+            raise EngineError(f"{path} in image {image[:19]} is not a regular file")
+        except docker.errors.NotFound:
+            raise BuildError(f"{path} does not exist in image {image[:19]}") from None
+        finally:
+            self.api.remove_container(cid, force=True)
+
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        files: dict[str, bytes] | None = None,
+        environment: dict[str, str] | None = None,
+        platform: str | None = None,
+        timeout: int = 900,
+    ) -> RunResult:
+        """Run ``command`` in a fresh container with no network; ``files`` are copied in first."""
+        host_config = self.api.create_host_config(network_mode="none")
+        cid = self.api.create_container(
+            image,
+            command=command,
+            environment=environment or {},
+            host_config=host_config,
+            platform=platform,
+            network_disabled=True,
+        )["Id"]
+        try:
+            if files:
+                ctx = context_tar(dict(files))
+                self.api.put_archive(cid, "/", ctx.read())
+            self.api.start(cid)
+            try:
+                status = self.api.wait(cid, timeout=timeout)
+            except requests.exceptions.ReadTimeout:
+                self.api.kill(cid)
+                return RunResult(124, "", f"timed out after {timeout}s")
+            out = self.api.logs(cid, stdout=True, stderr=False).decode("utf-8", "replace")
+            err = self.api.logs(cid, stdout=False, stderr=True).decode("utf-8", "replace")
+            return RunResult(int(status.get("StatusCode", 1)), out, err)
+        finally:
+            self.api.remove_container(cid, force=True)

@@ -1,0 +1,694 @@
+"""matrix.yaml: schema, validation with file:line errors, and expansion into frozen BuildSpecs.
+
+Knows nothing about Docker or Jinja. Every value that later reaches a Dockerfile or a shell is
+validated here against a strict pattern, so nothing a user writes in the matrix is ever
+interpolated into a shell unchecked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import MatrixError, SelectionError
+
+JitMode = Literal["no", "yes", "yes-off", "interpreter"]
+JIT_MODES: tuple[str, ...] = ("no", "yes", "yes-off", "interpreter")
+
+# A configure flag is `--name` or `--name=value`; the value may not contain shell metacharacters.
+FLAG_RE = re.compile(r"^--[a-z0-9][a-z0-9-]*(=[A-Za-z0-9._,+/:@%=-]*)?$")
+VERSION_RE = re.compile(r"^(3)\.(\d+)\.(\d+)((a|b|rc)\d+)?$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+REPO_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+URL_RE = re.compile(r"^(https?|file)://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$")
+DEBIAN_PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+# platform -> (docker arch, uname machine, GNU triplet, ELF e_machine name)
+KNOWN_PLATFORMS: dict[str, tuple[str, str, str]] = {
+    "linux/amd64": ("amd64", "x86_64", "x86_64-linux-gnu"),
+    "linux/arm64": ("arm64", "aarch64", "aarch64-linux-gnu"),
+}
+
+# Flags that cpforge derives itself from typed fields; writing them by hand would let the
+# expectation (derived from the typed field) disagree with the build.
+DERIVED_FLAGS = {
+    "--disable-gil": "set `freethreaded: true` on the variant instead",
+    "--enable-experimental-jit": "set `jit: yes` (or yes-off, interpreter) on the variant instead",
+    "--prefix": "cpforge installs into /usr/local; remove the flag",
+    "--host": "cpforge sets --host for cross builds; remove the flag",
+    "--build": "cpforge sets --build; remove the flag",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Typed model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signer:
+    identity: str
+    issuer: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PythonVersion:
+    version: str  # full, e.g. 3.13.5
+    sha256: str
+    llvm: int
+    signer: Signer | None = None
+    modules: tuple[str, ...] = ()  # extra modules the smoke test must import for this version
+
+    @property
+    def minor(self) -> str:
+        major, minor, *_ = self.version.split(".")
+        return f"{major}.{minor}"
+
+    @property
+    def minor_tuple(self) -> tuple[int, int]:
+        major, minor, *_ = self.version.split(".")
+        return int(major), int(minor)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    name: str
+    freethreaded: bool = False
+    jit: JitMode = "no"
+    configure: tuple[str, ...] = ()
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        out: list[str] = []
+        if self.freethreaded:
+            out.append("--disable-gil")
+        if self.jit != "no":
+            out.append(f"--enable-experimental-jit={self.jit}")
+        return (*out, *self.configure)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Platform:
+    name: str  # linux/amd64
+
+    @property
+    def arch(self) -> str:
+        return KNOWN_PLATFORMS[self.name][0]
+
+    @property
+    def machine(self) -> str:
+        return KNOWN_PLATFORMS[self.name][1]
+
+    @property
+    def triplet(self) -> str:
+        return KNOWN_PLATFORMS[self.name][2]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distro:
+    name: str
+    suite: str
+    mirror: str
+    pull: str | None = None  # registry image tried before bootstrapping, e.g. debian:trixie-slim
+
+    def base_image(self, platform: Platform) -> str:
+        return f"cpforge/debian:{self.suite}-{platform.arch}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    name: str
+    configure: tuple[str, ...] = ()
+    tag_suffix: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    version: str
+    sha256: str
+    signer: Signer | None
+
+    @property
+    def filename(self) -> str:
+        return f"Python-{self.version}.tar.xz"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildSpec:
+    """One expanded matrix entry built with one profile: everything a build needs to know."""
+
+    id: str
+    version: str
+    minor: str
+    variant: Variant
+    platform: Platform
+    distro: Distro
+    profile: Profile
+    llvm: int
+    source: Source
+    base_image: str
+    repository: str
+    smoke_modules: tuple[str, ...]
+
+    @property
+    def configure_flags(self) -> tuple[str, ...]:
+        return (*self.variant.flags, *self.profile.configure)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        sfx = self.profile.tag_suffix
+        exact = f"{self.version}-{self.variant.name}-{self.distro.name}-{self.platform.arch}"
+        return (f"{self.repository}:{self.id}{sfx}", f"{self.repository}:{exact}{sfx}")
+
+    @property
+    def dockerfile(self) -> str:
+        """Path of the committed Dockerfile, relative to the repository root."""
+        return f"dockerfiles/{self.id}/Dockerfile.{self.profile.name}"
+
+    @property
+    def key(self) -> str:
+        """Unique across profiles: the report key."""
+        return f"{self.id}@{self.profile.name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    path: str
+    versions: tuple[PythonVersion, ...]
+    variants: tuple[Variant, ...]
+    platforms: tuple[Platform, ...]
+    distros: tuple[Distro, ...]
+    profiles: tuple[Profile, ...]
+    repository: str
+    default_entry: str
+    default_profile: str
+    mirrors: tuple[str, ...]
+    cache_dir: str
+    smoke_modules: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+
+    def profile(self, name: str) -> Profile:
+        for p in self.profiles:
+            if p.name == name:
+                return p
+        raise SelectionError(
+            f"unknown profile {name!r} in {self.path}",
+            hint=f"use one of: {', '.join(p.name for p in self.profiles)}",
+        )
+
+    def expand(self, profile: str | None = None) -> list[BuildSpec]:
+        """Every entry of the matrix, for one profile (default: the matrix's default profile)."""
+        prof = self.profile(profile or self.default_profile)
+        specs: list[BuildSpec] = []
+        for ver in self.versions:
+            for var in self.variants:
+                for dist in self.distros:
+                    for plat in self.platforms:
+                        eid = f"{ver.minor}-{var.name}-{dist.name}-{plat.arch}"
+                        if any(fnmatch.fnmatchcase(eid, pat) for pat in self.exclude):
+                            continue
+                        specs.append(
+                            BuildSpec(
+                                id=eid,
+                                version=ver.version,
+                                minor=ver.minor,
+                                variant=var,
+                                platform=plat,
+                                distro=dist,
+                                profile=prof,
+                                llvm=ver.llvm,
+                                source=Source(version=ver.version, sha256=ver.sha256, signer=ver.signer),
+                                base_image=dist.base_image(plat),
+                                repository=self.repository,
+                                smoke_modules=(*self.smoke_modules, *ver.modules),
+                            )
+                        )
+        return specs
+
+    def expand_all(self) -> list[BuildSpec]:
+        return [s for p in self.profiles for s in self.expand(p.name)]
+
+
+def select(
+    specs: Sequence[BuildSpec],
+    filters: Iterable[str] = (),
+    platforms: Iterable[str] = (),
+) -> list[BuildSpec]:
+    """Entries whose id matches any glob in ``filters`` (all if none) and any platform given."""
+    pats = list(filters)
+    plats = list(platforms)
+    out = [
+        s
+        for s in specs
+        if (not pats or any(fnmatch.fnmatchcase(s.id, p) for p in pats)) and (not plats or s.platform.name in plats)
+    ]
+    if not out:
+        ids = ", ".join(sorted({s.id for s in specs})[:6])
+        raise SelectionError(
+            f"no matrix entry matches filter {pats or '*'} platform {plats or 'any'}",
+            hint=f"run `invoke matrix` to list entries (e.g. {ids}, …)",
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with line numbers
+# --------------------------------------------------------------------------------------------
+
+
+class _Ctx:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, node: yaml.Node | None, message: str, hint: str | None = None) -> MatrixError:
+        line = node.start_mark.line + 1 if node is not None else None
+        return MatrixError(message, path=self.path, line=line, hint=hint)
+
+
+def _scalar(ctx: _Ctx, node: yaml.Node, what: str) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise ctx.fail(node, f"{what} must be a single value, not a {_kind(node)}")
+    return str(node.value)
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "list"
+    return "value"
+
+
+def _mapping(
+    ctx: _Ctx, node: yaml.Node, what: str, allowed: Sequence[str], required: Sequence[str] = ()
+) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        raise ctx.fail(node, f"{what} must be a mapping, not a {_kind(node)}")
+    out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    for k, v in node.value:
+        key = _scalar(ctx, k, f"a key in {what}")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else f"allowed keys: {', '.join(allowed)}"
+            raise ctx.fail(k, f"unknown key `{key}` in {what}", hint)
+        if key in out:
+            raise ctx.fail(k, f"duplicate key `{key}` in {what}", "keep only one of them")
+        out[key] = (k, v)
+    for req in required:
+        if req not in out:
+            raise ctx.fail(node, f"{what} is missing the required key `{req}`", f"add `{req}: …`")
+    return out
+
+
+def _seq(ctx: _Ctx, node: yaml.Node, what: str) -> list[yaml.Node]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise ctx.fail(node, f"{what} must be a list, not a {_kind(node)}")
+    return list(node.value)
+
+
+def _str_list(ctx: _Ctx, node: yaml.Node, what: str, check: Callable[[yaml.Node, str], None]) -> tuple[str, ...]:
+    out = []
+    for item in _seq(ctx, node, what):
+        value = _scalar(ctx, item, f"an item of {what}")
+        check(item, value)
+        out.append(value)
+    return tuple(out)
+
+
+def _match(ctx: _Ctx, node: yaml.Node, value: str, regex: re.Pattern[str], what: str, hint: str) -> str:
+    if not regex.match(value):
+        raise ctx.fail(node, f"{what} {value!r} is not valid", hint)
+    return value
+
+
+def _bool(ctx: _Ctx, node: yaml.Node, what: str) -> bool:
+    raw = _scalar(ctx, node, what).lower()
+    if raw in ("true", "yes", "on"):
+        return True
+    if raw in ("false", "no", "off"):
+        return False
+    raise ctx.fail(node, f"{what} must be true or false, not {raw!r}", "write `true` or `false`")
+
+
+def _flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
+    def check(item: yaml.Node, flag: str) -> None:
+        if not FLAG_RE.match(flag):
+            raise ctx.fail(
+                item,
+                f"configure flag {flag!r} in {what} is not a plain `--flag` or `--flag=value`",
+                "use lower-case `--name` or `--name=value`; values may hold letters, digits and ._,+/:@%=- "
+                "only (no spaces, quotes or shell metacharacters)",
+            )
+        name = flag.split("=", 1)[0]
+        if name in DERIVED_FLAGS:
+            raise ctx.fail(item, f"configure flag {name} in {what} is managed by cpforge", DERIVED_FLAGS[name])
+
+    return _str_list(ctx, node, what, check)
+
+
+TOP_KEYS = (
+    "repository",
+    "default",
+    "sources",
+    "versions",
+    "variants",
+    "platforms",
+    "distros",
+    "profiles",
+    "smoke",
+    "exclude",
+)
+
+
+def load(path: str | Path) -> Matrix:
+    """Load and validate a matrix file. Raises MatrixError with file:line on any problem."""
+    p = Path(path)
+    spath = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MatrixError("file not found", path=spath, hint="create it, or pass --matrix-file PATH") from None
+    return loads(text, spath)
+
+
+def loads(text: str, path: str = "matrix.yaml") -> Matrix:
+    ctx = _Ctx(path)
+    try:
+        root = yaml.compose(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise MatrixError(
+            f"YAML syntax error: {exc.problem}", path=path, line=line, hint="check indentation and quoting on that line"
+        ) from None
+    if root is None:
+        raise MatrixError("the file is empty", path=path, hint="see README.md for the matrix format")
+    top = _mapping(
+        ctx, root, "the matrix", TOP_KEYS, required=("versions", "variants", "platforms", "distros", "profiles")
+    )
+
+    repository = "cpforge/python"
+    if "repository" in top:
+        n = top["repository"][1]
+        repository = _match(
+            ctx,
+            n,
+            _scalar(ctx, n, "repository"),
+            REPO_RE,
+            "repository",
+            "use a lower-case image name such as `cpforge/python`",
+        )
+
+    # versions -------------------------------------------------------------------------------
+    versions: list[PythonVersion] = []
+    for item in _seq(ctx, top["versions"][1], "versions"):
+        m = _mapping(
+            ctx,
+            item,
+            "a version",
+            ("version", "sha256", "llvm", "signer", "modules"),
+            required=("version", "sha256", "llvm"),
+        )
+        vnode = m["version"][1]
+        version = _match(
+            ctx,
+            vnode,
+            _scalar(ctx, vnode, "version"),
+            VERSION_RE,
+            "version",
+            "write the full release, e.g. `3.13.5` (quote it in YAML)",
+        )
+        snode = m["sha256"][1]
+        sha = _match(
+            ctx,
+            snode,
+            _scalar(ctx, snode, "sha256").lower(),
+            SHA256_RE,
+            "sha256",
+            "paste the 64 hex digits published for the release",
+        )
+        lnode = m["llvm"][1]
+        llvm_raw = _scalar(ctx, lnode, "llvm")
+        if not llvm_raw.isdigit():
+            raise ctx.fail(lnode, f"llvm must be a major version number, not {llvm_raw!r}", "e.g. `llvm: 19`")
+        signer = None
+        if "signer" in m:
+            sm = _mapping(ctx, m["signer"][1], "signer", ("identity", "issuer"), required=("identity", "issuer"))
+            signer = Signer(
+                identity=_scalar(ctx, sm["identity"][1], "identity"), issuer=_scalar(ctx, sm["issuer"][1], "issuer")
+            )
+        modules: tuple[str, ...] = ()
+        if "modules" in m:
+            modules = _str_list(ctx, m["modules"][1], "modules", _module_check(ctx))
+        pv = PythonVersion(version=version, sha256=sha, llvm=int(llvm_raw), signer=signer, modules=modules)
+        if any(v.minor == pv.minor for v in versions):
+            raise ctx.fail(vnode, f"version {pv.minor} is listed twice", "keep one release per minor version")
+        if pv.minor_tuple < (3, 13):
+            raise ctx.fail(
+                vnode,
+                f"version {version} is too old: cpforge builds 3.13 and newer",
+                "free-threading and the JIT need CPython 3.13+",
+            )
+        versions.append(pv)
+    if not versions:
+        raise ctx.fail(top["versions"][1], "versions is empty", "list at least one version")
+
+    # variants -------------------------------------------------------------------------------
+    variants: list[Variant] = []
+    vmap = top["variants"][1]
+    if not isinstance(vmap, yaml.MappingNode):
+        raise ctx.fail(
+            vmap, "variants must be a mapping of name → options", "e.g. `freethreaded: {freethreaded: true}`"
+        )
+    for k, v in vmap.value:
+        name = _match(
+            ctx,
+            k,
+            _scalar(ctx, k, "variant name"),
+            NAME_RE,
+            "variant name",
+            "use lower-case letters, digits and dashes",
+        )
+        if isinstance(v, yaml.ScalarNode) and v.value in ("", "~", "null"):
+            variants.append(Variant(name=name))
+            continue
+        m = _mapping(ctx, v, f"variant `{name}`", ("freethreaded", "jit", "configure"))
+        ft = _bool(ctx, m["freethreaded"][1], "freethreaded") if "freethreaded" in m else False
+        jit = "no"
+        if "jit" in m:
+            jn = m["jit"][1]
+            raw = _scalar(ctx, jn, "jit")
+            jit = {"true": "yes", "false": "no"}.get(raw.lower(), raw)
+            if jit not in JIT_MODES:
+                close = difflib.get_close_matches(jit, JIT_MODES, n=1)
+                raise ctx.fail(
+                    jn,
+                    f"jit must be one of {', '.join(JIT_MODES)}, not {raw!r}",
+                    f"did you mean `{close[0]}`?" if close else None,
+                )
+        conf = _flags(ctx, m["configure"][1], f"variant `{name}`") if "configure" in m else ()
+        if any(x.name == name for x in variants):
+            raise ctx.fail(k, f"variant `{name}` is defined twice", "rename or remove one")
+        variants.append(Variant(name=name, freethreaded=ft, jit=jit, configure=conf))  # type: ignore[arg-type]
+
+    # platforms ------------------------------------------------------------------------------
+    def plat_check(item: yaml.Node, value: str) -> None:
+        if value not in KNOWN_PLATFORMS:
+            close = difflib.get_close_matches(value, list(KNOWN_PLATFORMS), n=1)
+            raise ctx.fail(
+                item,
+                f"unknown platform {value!r}",
+                f"did you mean `{close[0]}`?" if close else f"use one of {', '.join(KNOWN_PLATFORMS)}",
+            )
+
+    platforms = tuple(Platform(name=x) for x in _str_list(ctx, top["platforms"][1], "platforms", plat_check))
+
+    # distros --------------------------------------------------------------------------------
+    distros: list[Distro] = []
+    dmap = top["distros"][1]
+    if not isinstance(dmap, yaml.MappingNode):
+        raise ctx.fail(dmap, "distros must be a mapping of name → options", "e.g. `trixie: {suite: trixie}`")
+    for k, v in dmap.value:
+        name = _match(ctx, k, _scalar(ctx, k, "distro name"), NAME_RE, "distro name", "use lower-case letters")
+        m = _mapping(ctx, v, f"distro `{name}`", ("suite", "mirror", "pull"), required=("suite",))
+        suite = _match(
+            ctx,
+            m["suite"][1],
+            _scalar(ctx, m["suite"][1], "suite"),
+            NAME_RE,
+            "suite",
+            "a Debian suite codename such as `trixie`",
+        )
+        mirror = "http://deb.debian.org/debian"
+        if "mirror" in m:
+            mirror = _match(
+                ctx,
+                m["mirror"][1],
+                _scalar(ctx, m["mirror"][1], "mirror"),
+                URL_RE,
+                "mirror",
+                "an http(s) URL of a Debian mirror",
+            )
+        pull = None
+        if "pull" in m:
+            pull = _match(
+                ctx,
+                m["pull"][1],
+                _scalar(ctx, m["pull"][1], "pull"),
+                re.compile(r"^[a-z0-9][a-z0-9._/:-]*$"),
+                "pull",
+                "an image reference like debian:trixie-slim",
+            )
+        distros.append(Distro(name=name, suite=suite, mirror=mirror, pull=pull))
+
+    # profiles -------------------------------------------------------------------------------
+    profiles: list[Profile] = []
+    pmap = top["profiles"][1]
+    if not isinstance(pmap, yaml.MappingNode):
+        raise ctx.fail(pmap, "profiles must be a mapping of name → options", "e.g. `quick: {}`")
+    for k, v in pmap.value:
+        name = _match(ctx, k, _scalar(ctx, k, "profile name"), NAME_RE, "profile name", "use lower-case letters")
+        if isinstance(v, yaml.ScalarNode) and v.value in ("", "~", "null"):
+            profiles.append(Profile(name=name))
+            continue
+        m = _mapping(ctx, v, f"profile `{name}`", ("configure", "tag-suffix"))
+        conf = _flags(ctx, m["configure"][1], f"profile `{name}`") if "configure" in m else ()
+        sfx = ""
+        if "tag-suffix" in m:
+            sfx = _match(
+                ctx,
+                m["tag-suffix"][1],
+                _scalar(ctx, m["tag-suffix"][1], "tag-suffix"),
+                re.compile(r"^[a-z0-9._-]*$"),
+                "tag-suffix",
+                "e.g. `-quick`",
+            )
+        profiles.append(Profile(name=name, configure=conf, tag_suffix=sfx))
+
+    # sources --------------------------------------------------------------------------------
+    mirrors: tuple[str, ...] = ("https://www.python.org/ftp/python",)
+    cache_dir = "sources"
+    if "sources" in top:
+        sm = _mapping(ctx, top["sources"][1], "sources", ("mirrors", "cache"))
+        if "mirrors" in sm:
+            mirrors = _str_list(ctx, sm["mirrors"][1], "sources.mirrors", _mirror_check(ctx))
+        if "cache" in sm:
+            cache_dir = _scalar(ctx, sm["cache"][1], "sources.cache")
+
+    smoke_modules: tuple[str, ...] = ()
+    if "smoke" in top:
+        sm = _mapping(ctx, top["smoke"][1], "smoke", ("modules",))
+        if "modules" in sm:
+            smoke_modules = _str_list(ctx, sm["modules"][1], "smoke.modules", _module_check(ctx))
+
+    exclude: tuple[str, ...] = ()
+    if "exclude" in top:
+        exclude = _str_list(ctx, top["exclude"][1], "exclude", lambda n, v: None)
+
+    # default --------------------------------------------------------------------------------
+    default_profile = profiles[0].name if profiles else "quick"
+    default_entry = ""
+    default_node: yaml.Node | None = None
+    if "default" in top:
+        dm = _mapping(ctx, top["default"][1], "default", ("entry", "profile"))
+        if "entry" in dm:
+            default_node = dm["entry"][1]
+            default_entry = _scalar(ctx, default_node, "default.entry")
+        if "profile" in dm:
+            default_profile = _scalar(ctx, dm["profile"][1], "default.profile")
+            if default_profile not in [p.name for p in profiles]:
+                raise ctx.fail(
+                    dm["profile"][1],
+                    f"default profile {default_profile!r} is not defined",
+                    f"use one of {', '.join(p.name for p in profiles)}",
+                )
+
+    for what, seq, node in (
+        ("variants", variants, vmap),
+        ("platforms", platforms, top["platforms"][1]),
+        ("distros", distros, dmap),
+        ("profiles", profiles, pmap),
+    ):
+        if not seq:
+            raise ctx.fail(node, f"{what} is empty", f"define at least one of the {what}")
+
+    matrix = Matrix(
+        path=path,
+        versions=tuple(versions),
+        variants=tuple(variants),
+        platforms=platforms,
+        distros=tuple(distros),
+        profiles=tuple(profiles),
+        repository=repository,
+        default_entry=default_entry,
+        default_profile=default_profile,
+        mirrors=mirrors,
+        cache_dir=cache_dir,
+        smoke_modules=smoke_modules,
+        exclude=exclude,
+    )
+    ids = {s.id for s in matrix.expand()}
+    if not ids:
+        raise ctx.fail(root, "the matrix expands to no entries", "check `exclude`")
+    if not default_entry:
+        object.__setattr__(matrix, "default_entry", sorted(ids)[0])
+    elif default_entry not in ids:
+        close = difflib.get_close_matches(default_entry, sorted(ids), n=1)
+        raise ctx.fail(
+            default_node,
+            f"default entry {default_entry!r} is not in the matrix",
+            f"did you mean `{close[0]}`?" if close else "run `invoke matrix` to list entries",
+        )
+    return matrix
+
+
+def _module_check(ctx: _Ctx) -> Callable[[yaml.Node, str], None]:
+    def check(item: yaml.Node, value: str) -> None:
+        if not MODULE_RE.match(value):
+            raise ctx.fail(item, f"{value!r} is not a module name", "write a dotted module name such as `dbm.gnu`")
+
+    return check
+
+
+def _mirror_check(ctx: _Ctx) -> Callable[[yaml.Node, str], None]:
+    def check(item: yaml.Node, value: str) -> None:
+        body = value.removeprefix("debian+")
+        if value.startswith(("/", "./", "../")) or URL_RE.match(body):
+            return
+        raise ctx.fail(
+            item,
+            f"mirror {value!r} is neither a URL nor a local directory",
+            "use https://host/path (python.org layout), debian+http://host/debian (a Debian mirror), or /a/local/dir",
+        )
+
+    return check
+
+
+def spec_json(s: BuildSpec) -> dict[str, Any]:
+    """The JSON view of an entry for `invoke matrix --json` (CI fan-out)."""
+    return {
+        "id": s.id,
+        "version": s.version,
+        "minor": s.minor,
+        "variant": s.variant.name,
+        "freethreaded": s.variant.freethreaded,
+        "jit": s.variant.jit,
+        "platform": s.platform.name,
+        "arch": s.platform.arch,
+        "distro": s.distro.name,
+        "profile": s.profile.name,
+        "configure_flags": list(s.configure_flags),
+        "llvm": s.llvm,
+        "base_image": s.base_image,
+        "dockerfile": s.dockerfile,
+        "tags": list(s.tags),
+    }

@@ -1,0 +1,153 @@
+"""Jinja2 rendering of the committed Dockerfiles under dockerfiles/, and the drift check.
+
+Knows nothing about Docker: it turns BuildSpecs into text.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+
+from .errors import RenderError
+from .matrix import BuildSpec
+
+TEMPLATE = "Dockerfile.j2"
+RUNTIME_TEMPLATE = "runtime.j2"
+DEFAULT_EPOCH = 1749600000  # fixed build date (SOURCE_DATE_EPOCH) until the lock pins one per release
+
+BUILD_PACKAGES = (
+    "build-essential",
+    "pkg-config",
+    "xz-utils",
+    "libbz2-dev",
+    "libffi-dev",
+    "libgdbm-compat-dev",
+    "libgdbm-dev",
+    "liblzma-dev",
+    "libncurses-dev",
+    "libreadline-dev",
+    "libsqlite3-dev",
+    "libssl-dev",
+    "libzstd-dev",
+    "uuid-dev",
+    "zlib1g-dev",
+)
+
+
+def jit_packages(spec: BuildSpec) -> tuple[str, ...]:
+    if spec.variant.jit == "no":
+        return ()
+    return (f"clang-{spec.llvm}", f"llvm-{spec.llvm}", "python3")
+
+
+def labels(spec: BuildSpec, epoch: int = DEFAULT_EPOCH) -> list[tuple[str, str]]:
+    """Image labels that depend only on the spec (revision is added at build time)."""
+    created = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return sorted(
+        {
+            "org.opencontainers.image.title": f"CPython {spec.version} ({spec.variant.name})",
+            "org.opencontainers.image.version": spec.version,
+            "org.opencontainers.image.created": created,
+            "org.opencontainers.image.source": "https://github.com/cpforge/cpforge",
+            "io.cpforge.entry": spec.id,
+            "io.cpforge.profile": spec.profile.name,
+            "io.cpforge.variant": spec.variant.name,
+            "io.cpforge.cpython.version": spec.version,
+            "io.cpforge.cpython.configure-flags": json.dumps(list(spec.configure_flags)),
+            "io.cpforge.source.sha256": spec.source.sha256,
+        }.items()
+    )
+
+
+@dataclass(frozen=True)
+class Renderer:
+    template_dir: Path
+    epoch: int = DEFAULT_EPOCH
+
+    def _env(self) -> jinja2.Environment:
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.template_dir)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
+        )
+
+    def _context(self, spec: BuildSpec) -> dict[str, object]:
+        return {
+            "spec": spec,
+            "epoch": self.epoch,
+            "labels": labels(spec, self.epoch),
+            "build_packages": BUILD_PACKAGES,
+            "jit_packages": jit_packages(spec),
+            "build_command": ["/usr/local/sbin/cpforge-build", spec.version, *spec.configure_flags],
+        }
+
+    def dockerfile(self, spec: BuildSpec) -> str:
+        """The committed, standalone multi-stage Dockerfile of an entry."""
+        try:
+            text = self._env().get_template(TEMPLATE).render(**self._context(spec))
+        except jinja2.TemplateError as exc:
+            raise RenderError(
+                f"cannot render {TEMPLATE} for {spec.id}: {exc}", hint=f"fix the template in {self.template_dir}"
+            ) from exc
+        return text.rstrip("\n") + "\n"
+
+    def runtime_dockerfile(self, spec: BuildSpec) -> str:
+        """The runtime stage alone, reading cpython.tar from its build context (artifact first)."""
+        try:
+            module = self._env().get_template(RUNTIME_TEMPLATE).make_module()
+            text = str(module.stage(spec, labels(spec, self.epoch), True))  # type: ignore[attr-defined]
+        except jinja2.TemplateError as exc:
+            raise RenderError(
+                f"cannot render {RUNTIME_TEMPLATE} for {spec.id}: {exc}",
+                hint=f"fix the template in {self.template_dir}",
+            ) from exc
+        return text.rstrip("\n") + "\n"
+
+    def expected(self, specs: Sequence[BuildSpec]) -> dict[str, str]:
+        """Path (relative to the repo root) → content, for every spec."""
+        return {spec.dockerfile: self.dockerfile(spec) for spec in specs}
+
+
+def write(root: Path, renderer: Renderer, specs: Sequence[BuildSpec]) -> list[str]:
+    """Write rendered Dockerfiles that differ; remove ones no longer in the matrix. Returns changes."""
+    expected = renderer.expected(specs)
+    changed: list[str] = []
+    for rel, text in sorted(expected.items()):
+        path = root / rel
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            changed.append(rel)
+    for rel in _stale(root, expected):
+        (root / rel).unlink()
+        changed.append(rel)
+    for d in sorted((root / "dockerfiles").glob("*"), reverse=True):
+        if d.is_dir() and not any(d.iterdir()):
+            shutil.rmtree(d)
+    return changed
+
+
+def check(root: Path, renderer: Renderer, specs: Sequence[BuildSpec]) -> list[str]:
+    """Committed Dockerfiles that differ from what the templates render, or are missing or stale."""
+    expected = renderer.expected(specs)
+    drift = [
+        rel
+        for rel, text in sorted(expected.items())
+        if not (root / rel).exists() or (root / rel).read_text(encoding="utf-8") != text
+    ]
+    return drift + _stale(root, expected)
+
+
+def _stale(root: Path, expected: dict[str, str]) -> list[str]:
+    base = root / "dockerfiles"
+    if not base.is_dir():
+        return []
+    found = {str(p.relative_to(root)) for p in base.glob("*/Dockerfile*") if p.is_file()}
+    return sorted(found - set(expected))

@@ -1,0 +1,110 @@
+"""Smoke tests: expectations derived from a BuildSpec, compared with the facts scripts/smoke.py prints.
+
+Nothing here is hard-coded per image: every expected value comes from the spec's typed fields
+(version, variant.freethreaded, variant.jit, platform).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine
+from .matrix import BuildSpec
+
+SMOKE_PATH_IN_CONTAINER = "/tmp/cpforge-smoke.py"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    fact: str
+    description: str
+    accept: Callable[[Any], bool]
+    wanted: str
+
+    def check(self, facts: dict[str, Any]) -> str | None:
+        value = facts.get(self.fact)
+        if self.accept(value):
+            return None
+        return f"{self.description}: expected {self.wanted}, got {value!r} (fact `{self.fact}`)"
+
+
+def expectations(spec: BuildSpec) -> list[Expectation]:
+    ft = spec.variant.freethreaded
+    jit_built = spec.variant.jit != "no"
+    exp = [
+        Expectation("version", "python version", lambda v: v == spec.version, repr(spec.version)),
+        Expectation(
+            "version_vv",
+            "`python -VV`",
+            lambda v: isinstance(v, str) and v.startswith(f"Python {spec.version} "),
+            f"'Python {spec.version} …'",
+        ),
+        Expectation(
+            "py_gil_disabled", "sysconfig Py_GIL_DISABLED", lambda v: v == (1 if ft else 0), str(1 if ft else 0)
+        ),
+        Expectation("gil_enabled", "sys._is_gil_enabled() with PYTHON_GIL unset", lambda v: v is (not ft), str(not ft)),
+        Expectation("jit_built", "JIT compiled in", lambda v: v is jit_built, str(jit_built)),
+        Expectation("machine", "platform machine", lambda v: v == spec.platform.machine, repr(spec.platform.machine)),
+        Expectation(
+            "elf_machine",
+            "interpreter ELF architecture",
+            lambda v: v == spec.platform.machine,
+            repr(spec.platform.machine),
+        ),
+        Expectation("failed_imports", "stdlib extension modules import", lambda v: v == {}, "no failures"),
+        Expectation(
+            "pip_version", "`python -m pip --version`", lambda v: isinstance(v, str) and bool(v), "a pip version"
+        ),
+        Expectation("threads_ok", "threaded workload", lambda v: v is True, "True"),
+        Expectation("pyc_files", ".pyc files shipped under the prefix", lambda v: v == 0, "0"),
+        Expectation("test_dirs", "test directories shipped under the prefix", lambda v: v == [], "none"),
+    ]
+    if spec.variant.jit == "yes" and not ft:
+        # A JIT built with `yes` is on by default; free-threaded builds report whatever is true.
+        exp.append(Expectation("jit_enabled", "JIT enabled by default", lambda v: v is True, "True"))
+    if spec.variant.jit == "yes-off":
+        exp.append(Expectation("jit_enabled", "JIT off until PYTHON_JIT=1", lambda v: v is False, "False"))
+    return exp
+
+
+def check(spec: BuildSpec, facts: dict[str, Any]) -> list[str]:
+    """Every expectation the facts violate, as a sentence naming the fact."""
+    return [p for e in expectations(spec) if (p := e.check(facts)) is not None]
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    facts: dict[str, Any]
+    problems: list[str]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def run(engine: Engine, image: str, spec: BuildSpec, script: Path, log: Path | None = None) -> SmokeResult:
+    """Run the probe in ``image`` with no network and compare its facts with the spec."""
+    start = time.monotonic()
+    result = engine.run(
+        image,
+        ["python3", "-B", SMOKE_PATH_IN_CONTAINER, "--modules", ",".join(spec.smoke_modules)],
+        files={SMOKE_PATH_IN_CONTAINER.lstrip("/"): script.read_bytes()},
+        platform=spec.platform.name,
+    )
+    seconds = time.monotonic() - start
+    if log is not None:
+        with log.open("a", encoding="utf-8") as f:
+            f.write(f"\n=== smoke (exit {result.exit_code}) ===\n{result.stdout}\n{result.stderr}\n")
+    if result.exit_code != 0:
+        return SmokeResult({}, [f"smoke probe exited {result.exit_code}: {result.stderr.strip()[-800:]}"], seconds)
+    try:
+        facts = json.loads(result.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return SmokeResult({}, [f"smoke probe printed no JSON: {result.stdout[-400:]!r}"], seconds)
+    return SmokeResult(facts, check(spec, facts), seconds)

@@ -1,0 +1,99 @@
+#!/bin/bash
+# Builds one CPython from a verified source tarball inside a cpforge builder container and
+# leaves a deterministic artifact in /artifact:
+#   /artifact/root/usr/local/...         the slimmed install prefix (no tests, no .pyc, no libpython*.a)
+#   /artifact/cpython.tar                that tree as a sorted, mtime-clamped, uid-0 tarball
+#   /artifact/cpython.tar.sha256         its checksum
+#   /artifact/runtime-packages.txt       Debian packages owning every shared library the binaries need
+#
+# Usage: cpforge-build VERSION [CONFIGURE_FLAG ...]
+# Environment: SOURCE_DATE_EPOCH (required), CPFORGE_HOST (GNU triplet to cross-compile for; optional).
+# Runs without cpforge: plain bash, no host access. Arguments arrive through exec form, never a shell.
+set -euo pipefail
+
+version=${1:?usage: cpforge-build VERSION [CONFIGURE_FLAG ...]}
+shift
+: "${SOURCE_DATE_EPOCH:?SOURCE_DATE_EPOCH must be set for a reproducible build}"
+export SOURCE_DATE_EPOCH PYTHONHASHSEED=0 LC_ALL=C.UTF-8 TZ=UTC
+
+minor=${version%.*}
+src=/usr/src/Python-${version}.tar.xz
+workdir=/build                       # one fixed build path: it leaks into sysconfig data
+dest=/artifact/root
+prefix=/usr/local
+build_triplet=$(gcc -dumpmachine)
+host_triplet=${CPFORGE_HOST:-$build_triplet}
+
+log() { printf '[cpforge-build %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+
+log "unpacking ${src}"
+rm -rf "$workdir" /artifact
+mkdir -p "$workdir" "$dest"
+tar -xf "$src" -C "$workdir"
+cd "$workdir/Python-${version}"
+
+configure=(--prefix="$prefix" --build="$build_triplet" --enable-option-checking=fatal --with-ensurepip=install)
+strip_tool=strip
+if [ "$host_triplet" != "$build_triplet" ]; then
+    configure+=(--host="$host_triplet" --with-build-python="python${minor}")
+    strip_tool="${host_triplet}-strip"
+fi
+log "configure ${configure[*]} $*"
+./configure "${configure[@]}" "$@"
+
+log "make -j$(nproc)"
+make -j"$(nproc)"
+
+log "make install DESTDIR=${dest}"
+make install DESTDIR="$dest" >/dev/null
+
+root="${dest}${prefix}"
+# Slim: no test suites, no bytecode caches, no static libpython.
+find "$root" -depth \
+    \( \( -type d -a \( -name test -o -name tests -o -name idle_test \) \) \
+    -o \( -type f -a \( -name '*.pyc' -o -name '*.pyo' -o -name 'libpython*.a' \) \) \) \
+    -exec rm -rf '{}' +
+find "$root" -depth -type d -name __pycache__ -exec rm -rf '{}' +
+
+# Convenience names every Python image has.
+(
+    cd "$root/bin"
+    [ -e python3 ] || ln -s "$(ls python"${minor}"* | grep -E "^python${minor}t?$" | head -1)" python3
+    [ -e python ] || ln -s python3 python
+    [ -e pip ] || ln -s pip3 pip
+)
+
+is_elf() { [ "$(head -c 4 "$1" | od -An -tx1 | tr -d ' \n')" = "7f454c46" ]; }
+
+log "stripping ELF files with ${strip_tool}"
+: > /tmp/needed
+while IFS= read -r -d '' f; do
+    if is_elf "$f"; then
+        "$strip_tool" --strip-unneeded "$f"
+        objdump -p "$f" | awk '$1 == "NEEDED" { print $2 }' >> /tmp/needed
+    fi
+done < <(find "$root" -type f -print0 | sort -z)
+
+log "computing runtime packages from the binaries' NEEDED entries"
+: > /tmp/packages
+while read -r soname; do
+    case "$soname" in libpython*) continue ;; esac
+    owner=$(dpkg -S "*/${host_triplet}/${soname}" 2>/dev/null | grep -v "^diversion " | head -1 | cut -d: -f1) || true
+    if [ -z "$owner" ]; then
+        echo "cpforge-build: no Debian package provides ${soname} for ${host_triplet}" >&2
+        exit 1
+    fi
+    echo "$owner" >> /tmp/packages
+done < <(sort -u /tmp/needed)
+sort -u /tmp/packages > /artifact/runtime-packages.txt
+log "runtime packages: $(tr '\n' ' ' < /artifact/runtime-packages.txt)"
+
+# Deterministic tree and tarball.
+find "$dest" -exec touch -h -d "@${SOURCE_DATE_EPOCH}" '{}' +
+tar --sort=name --mtime="@${SOURCE_DATE_EPOCH}" --clamp-mtime \
+    --owner=0 --group=0 --numeric-owner \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    -cf /artifact/cpython.tar -C "$dest" usr
+sha256sum /artifact/cpython.tar | cut -d' ' -f1 > /artifact/cpython.tar.sha256
+rm -rf "$workdir"
+log "artifact sha256 $(cat /artifact/cpython.tar.sha256), $(du -sh "$root" | cut -f1) installed"

@@ -1,0 +1,174 @@
+"""cpforge smoke probe: runs *inside* an image (no network) and prints facts as one JSON object.
+
+It states facts; it does not judge them. The host compares them with what the matrix entry
+requires (cpforge/smoke.py). Plain standard library only: no cpforge import.
+
+Usage: python3 -B smoke.py [--modules a,b,c]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+
+# Facts that need a pristine interpreter come first: importing an extension that is not marked
+# free-threading-safe re-enables the GIL, so nothing but sys/sysconfig/os is imported before this.
+GIL_ENABLED = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else None  # type: ignore[attr-defined]
+PY_GIL_DISABLED = sysconfig.get_config_var("Py_GIL_DISABLED")
+
+JIT_PROBE = r"""
+import json, sys, sysconfig
+facts = {}
+jit = getattr(sys, "_jit", None)
+if jit is not None:                      # 3.14+
+    facts["jit_built"] = bool(jit.is_available())
+    facts["jit_enabled"] = bool(jit.is_enabled())
+    facts["jit_evidence"] = "sys._jit"
+else:                                     # 3.13
+    facts["jit_built"] = "_Py_JIT" in (sysconfig.get_config_var("PY_CORE_CFLAGS") or "")
+    facts["jit_enabled"] = None
+    facts["jit_evidence"] = "PY_CORE_CFLAGS"
+
+active = []
+def hot():
+    total = 0
+    for i in range(300000):
+        total += i % 7
+        if jit is not None and i == 299999:
+            active.append(bool(jit.is_active()))
+    return total
+for _ in range(3):
+    hot()
+
+executors = 0
+try:
+    import _opcode
+    code = hot.__code__
+    for offset in range(0, len(code.co_code), 2):
+        try:
+            _opcode.get_executor(code, offset)
+            executors += 1
+        except (ValueError, RuntimeError, TypeError):
+            pass
+except (ImportError, AttributeError):
+    executors = None
+facts["tier2_executors"] = executors
+if jit is not None:
+    facts["jit_active"] = any(active)
+else:
+    facts["jit_active"] = bool(facts["jit_built"] and executors)
+    facts["jit_enabled"] = bool(facts["jit_built"] and executors)
+print(json.dumps(facts))
+"""
+
+IMPORT_PROBE = r"""
+import importlib, json, sys
+failed = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:  # noqa: BLE001 - report everything
+        failed[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(failed))
+"""
+
+THREAD_PROBE = r"""
+import json, threading
+results = [0] * 8
+def work(k):
+    results[k] = sum(i * i for i in range(200000 + k))
+threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+expected = [sum(i * i for i in range(200000 + k)) for k in range(8)]
+print(json.dumps(results == expected))
+"""
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    return proc.returncode, proc.stdout.strip(), proc.stderr.strip()
+
+
+def elf_machine(path: str) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if head[:4] != b"\x7fELF":
+        return None
+    little = head[5] == 1
+    code = int.from_bytes(head[18:20], "little" if little else "big")
+    return {0x3E: "x86_64", 0xB7: "aarch64", 0x03: "i386", 0x28: "arm"}.get(code, hex(code))
+
+
+def extension_modules() -> list[str]:
+    dynload = os.path.join(sysconfig.get_path("platstdlib"), "lib-dynload")
+    names = set()
+    if os.path.isdir(dynload):
+        for fn in os.listdir(dynload):
+            if fn.endswith(".so"):
+                names.add(fn.split(".", 1)[0])
+    return sorted(names)
+
+
+def main() -> None:
+    import platform
+
+    required: list[str] = []
+    if "--modules" in sys.argv:
+        required = [m for m in sys.argv[sys.argv.index("--modules") + 1].split(",") if m]
+
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHON_GIL", "PYTHON_JIT")}
+    clean_env["PYTHONDONTWRITEBYTECODE"] = "1"  # the probe must not create the .pyc files it counts
+    exe = sys.executable
+    facts: dict[str, object] = {
+        "version": platform.python_version(),
+        "sys_version": sys.version,
+        "executable": exe,
+        "prefix": sys.prefix,
+        "abiflags": getattr(sys, "abiflags", ""),
+        "soabi": sysconfig.get_config_var("SOABI"),
+        "py_gil_disabled": PY_GIL_DISABLED,
+        "gil_enabled": GIL_ENABLED,
+        "python_gil_env": os.environ.get("PYTHON_GIL"),
+        "machine": os.uname().machine,
+        "elf_machine": elf_machine(os.path.realpath(exe)),
+    }
+
+    rc, out, err = run([exe, "-VV"], clean_env)
+    facts["version_vv"] = out if rc == 0 else f"error: {err}"
+
+    rc, out, err = run([exe, "-c", JIT_PROBE], clean_env)
+    if rc == 0:
+        facts.update(json.loads(out))
+    else:
+        facts["jit_error"] = err[-2000:]
+
+    modules = sorted(set(extension_modules()) | set(required))
+    facts["extension_modules"] = len(modules)
+    rc, out, err = run([exe, "-c", IMPORT_PROBE, *modules], clean_env)
+    facts["failed_imports"] = json.loads(out) if rc == 0 else {"<probe>": err[-2000:]}
+
+    rc, out, err = run([exe, "-m", "pip", "--version"], clean_env)
+    facts["pip_version"] = out.split()[1] if rc == 0 and out.startswith("pip ") else None
+
+    rc, out, err = run([exe, "-c", THREAD_PROBE], clean_env)
+    facts["threads_ok"] = rc == 0 and out == "true"
+
+    rc, out, err = run([exe, "-c", "import ssl; print(ssl.OPENSSL_VERSION)"], clean_env)
+    facts["openssl"] = out if rc == 0 else None
+
+    pyc = 0
+    test_dirs = []
+    for root, dirs, files in os.walk(sys.prefix):
+        pyc += sum(1 for f in files if f.endswith((".pyc", ".pyo")))
+        test_dirs += [os.path.join(root, d) for d in dirs if d in ("test", "tests", "idle_test")]
+    facts["pyc_files"] = pyc
+    facts["test_dirs"] = sorted(test_dirs)[:20]
+    print(json.dumps(facts, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

