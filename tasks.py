@@ -18,6 +18,7 @@ from cpforge.engine import Engine
 from cpforge.errors import CpforgeError
 from cpforge.matrix import spec_json
 from cpforge.progress import Progress, fmt_seconds
+from cpforge.report import Report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -176,6 +177,7 @@ def build(
     engine: str = "",
     matrix_file: str = "matrix.yaml",
     out: str = "build",
+    locked: bool = False,
 ) -> None:
     """Build CPython images, smoke-test them, and tag only those that passed."""
     ctx = _ctx(matrix_file, out, report, mirror)
@@ -219,6 +221,197 @@ def smoke(
         results = api.smoke(ctx, eng, specs, progress)
         elapsed = fmt_seconds(progress.elapsed)
     _summary(results, ctx.report_path, elapsed)
+
+
+@task(
+    positional=["what"],
+    help={
+        **OUT_HELP,
+        "what": "which benchmark: build",
+        "filter": "glob on entry ids; give one variant for both platforms, e.g. '3.13-freethreaded-*'",
+        "profile": "build profile (default: the matrix's default)",
+        "emulate_seconds": "also run the arm64 build fully emulated under QEMU for at most this long (0: skip)",
+        "engine": "Docker engine URL",
+    },
+    iterable=["filter"],
+)
+@friendly
+def bench(
+    c: InvokeContext,
+    what: str,
+    filter: list[str] | None = None,
+    profile: str = "",
+    emulate_seconds: int = 0,
+    engine: str = "",
+    matrix_file: str = "matrix.yaml",
+    out: str = "build",
+) -> None:
+    """Benchmarks (ratios from one run, written as JSON under build/bench/): `invoke bench build …`."""
+    from cpforge import bench as benchmarks
+
+    if what != "build":
+        raise Exit(f"cpforge: unknown benchmark {what!r}; available: build", code=2)
+    ctx = _ctx(matrix_file, out)
+    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
+    eng = Engine.connect(engine or None)
+    with Progress(total=len(specs)) as progress:
+        result = benchmarks.build_ratio(ctx, eng, specs, progress, emulate_seconds=emulate_seconds)
+    for eid, e in sorted(result.entries.items()):
+        d = e["durations"]
+        print(
+            f"  {eid:<38} {e['status']:<7} total {d.get('total', 0):7.1f}s  compile stage {d.get('artifact', 0):7.1f}s"
+        )
+    for name, ratio in result.ratios.items():
+        print(f"  ratio {name}: {ratio:.2f}x")
+    for eid, em in result.emulated.items():
+        est = em.get("estimated_ratio_vs_native_configure_make")
+        print(
+            f"  emulated {eid}: ran {em['ran_seconds']}s of a {em['cap_seconds']}s cap "
+            f"({em['configure_checks_done']}/{em['configure_checks_native']} configure checks, "
+            f"{em['compiles_done']}/{em['compiles_native']} compiles); "
+            f"estimated configure+make {em.get('estimated_configure_make_seconds')}s = {est}x native"
+        )
+    print(f"results: {ctx.ws.out / 'bench' / 'build.json'}")
+
+
+@task(
+    help={
+        **OUT_HELP,
+        "filter": "glob on entry ids (repeatable)",
+        "profile": "profile",
+        "report": "report path",
+        "engine": "Docker engine URL",
+    },
+    iterable=["filter"],
+)
+@friendly
+def lock(
+    c: InvokeContext,
+    filter: list[str] | None = None,
+    profile: str = "",
+    report: str = "",
+    engine: str = "",
+    matrix_file: str = "matrix.yaml",
+    out: str = "build",
+) -> None:
+    """Write matrix.lock: inputs, base image and Debian package versions of the last passing builds."""
+    ctx = _ctx(matrix_file, out, report)
+    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
+    specs = [s for s in specs if s.key in Report.load(ctx.report_path).entries] if not filter else specs
+    written = api.lock(ctx, Engine.connect(engine or None), specs)
+    for key in written:
+        print(f"locked {key}")
+    print(f"{ctx.lock_path}: {len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
+
+
+@task(
+    help={
+        **OUT_HELP,
+        "rebuild": "rebuild from scratch (required: verify compares a clean rebuild with the last build)",
+        "filter": "glob on entry ids (repeatable)",
+        "profile": "profile",
+        "report": "report path",
+        "engine": "Docker engine URL",
+    },
+    iterable=["filter"],
+)
+@friendly
+def verify(
+    c: InvokeContext,
+    rebuild: bool = False,
+    filter: list[str] | None = None,
+    profile: str = "",
+    report: str = "",
+    engine: str = "",
+    matrix_file: str = "matrix.yaml",
+    out: str = "build",
+) -> None:
+    """Rebuild entries without the layer cache and compare the tarball and runtime layers bit for bit."""
+    from cpforge.verify import verify as run_verify
+
+    if not rebuild:
+        raise Exit("cpforge: verify needs --rebuild (it compares a clean rebuild with the last build)", code=2)
+    ctx = _ctx(matrix_file, out, report)
+    specs = api.plan(ctx, filters=filter or [], profile=profile or None)
+    with Progress(total=len(specs)) as progress:
+        results = run_verify(ctx, Engine.connect(engine or None), specs, progress)
+    bad = 0
+    for r in results:
+        if r.reproducible:
+            print(f"✓ {r.key}: reproducible — cpython.tar {r.artifact_sha256[0]}, {len(r.layers[0])} identical layers")
+            continue
+        bad += 1
+        print(f"✕ {r.key}: NOT reproducible" + (f" ({r.error})" if r.error else ""))
+        print(f"    cpython.tar: {r.artifact_sha256[0]} vs {r.artifact_sha256[1]}")
+        for i, (x, y) in enumerate(zip(*r.layers, strict=False)):
+            print(f"    layer {i}: {'same' if x == y else x[:19] + ' vs ' + y[:19]}")
+        for d in r.differences:
+            print(f"    {d}")
+        if r.diffoscope:
+            print(f"    diffoscope report: {r.diffoscope}")
+    if bad:
+        raise Exit(f"cpforge: {bad} entr{'y' if bad == 1 else 'ies'} did not rebuild bit for bit", code=11)
+
+
+@task(
+    help={
+        **OUT_HELP,
+        "registry": "HOST[:PORT]/NAMESPACE to publish to, e.g. registry.example.com/platform",
+        "filter": "glob on entry ids (repeatable); default: every entry in the report",
+        "profile": "profile",
+        "dry_run": "print what would be pushed; push nothing",
+        "force": "allow exact tags to move to a different image",
+        "insecure": "plain HTTP for a non-loopback registry",
+        "report": "report path",
+        "engine": "Docker engine URL",
+    },
+    iterable=["filter"],
+)
+@friendly
+def publish(
+    c: InvokeContext,
+    registry: str,
+    filter: list[str] | None = None,
+    profile: str = "",
+    dry_run: bool = False,
+    force: bool = False,
+    insecure: bool = False,
+    report: str = "",
+    engine: str = "",
+    matrix_file: str = "matrix.yaml",
+    out: str = "build",
+) -> None:
+    """Push images that passed their smoke test, with multi-arch manifest lists and SBOMs."""
+    from cpforge.publish import publish as run_publish
+
+    ctx = _ctx(matrix_file, out, report)
+    rep = Report.load(ctx.report_path, missing_ok=False)
+    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
+    if not filter:
+        specs = [s for s in specs if s.key in rep.entries]
+    res = run_publish(
+        Engine.connect(engine or None),
+        rep,
+        specs,
+        registry,
+        out=ctx.ws.out,
+        dry_run=dry_run,
+        force=force,
+        insecure=insecure,
+    )
+    for line in res.planned:
+        print(f"  would {line}")
+    for tag in res.pushed:
+        print(f"  pushed    {registry}/…:{tag}")
+    for tag in sorted(set(res.unchanged)):
+        print(f"  unchanged {registry}/…:{tag}")
+    for key, path in sorted(res.sboms.items()):
+        print(f"  sbom      {key}: {path}")
+    for why in res.skipped:
+        print(f"  SKIPPED   {why}")
+    print(f"{len(res.pushed)} tag(s) changed, {len(set(res.unchanged))} unchanged, {len(res.skipped)} skipped")
+    if res.skipped:
+        raise Exit("cpforge: some selected entries were not published (see SKIPPED above)", code=1)
 
 
 @task(help={"unit": "only the fast unit tests", "k": "pytest -k expression"})

@@ -6,12 +6,14 @@ the caller except for progress lines, which go through a Progress object.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import base as base_images
+from . import lock as lockfile
 from . import matrix as mx
 from . import render
 from .build import Builder, BuildOptions, Workspace, smoke_only
@@ -31,6 +33,7 @@ class Context:
     matrix: mx.Matrix
     ws: Workspace
     report_path: Path
+    lock_path: Path
     extra_mirrors: tuple[str, ...] = ()
 
     @classmethod
@@ -53,6 +56,7 @@ class Context:
             matrix=m,
             ws=Workspace(root=root, out=outp),
             report_path=Path(report) if report else outp / "report.json",
+            lock_path=mpath.with_name("matrix.lock"),
             extra_mirrors=(*mirrors, *env_mirrors),
         )
 
@@ -104,18 +108,38 @@ def fetch_sources(ctx: Context, specs: Sequence[mx.BuildSpec]) -> list[Fetched]:
 def ensure_bases(
     ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress, force: bool = False
 ) -> list[base_images.BaseResult]:
-    pairs = sorted({(s.distro, s.platform) for s in specs}, key=lambda p: (p[0].name, p[1].name))
+    needed = {(s.distro, p) for s in specs for p in (s.platform, s.build_platform)}
+    pairs = sorted(needed, key=lambda p: (p[0].name, p[1].name))
     return [
         base_images.ensure(engine, d, p, ctx.ws.out / "base", progress.say, force_bootstrap=force) for d, p in pairs
     ]
 
 
 def build(
-    ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], options: BuildOptions, progress: Progress
+    ctx: Context,
+    engine: Engine,
+    specs: Sequence[mx.BuildSpec],
+    options: BuildOptions,
+    progress: Progress,
+    locked: bool = False,
 ) -> list[EntryResult]:
+    """Build the plan. With ``locked``, refuse unless every input matches matrix.lock."""
+    lk = lockfile.Lock.load(ctx.lock_path)
+    if locked:
+        lockfile.check_locked(lk, ctx.ws.root, ctx.renderer, specs, lockfile.MirrorIndex(ctx.ws.out / "cache"))
+        options = dataclasses.replace(options, lock=lk)
+    elif ctx.lock_path.exists():
+        for line in lockfile.stale(lk, ctx.ws.root, ctx.renderer, specs)[:10]:
+            progress.say(f"! {ctx.lock_path.name} is stale: {line} (run `invoke lock` after this build)")
     report = Report.load(ctx.report_path)
     builder = Builder(engine, ctx.ws, ctx.renderer, ctx.sources(progress), report, progress, options)
     return builder.run(specs)
+
+
+def lock(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec]) -> list[str]:
+    """Write matrix.lock from the last passing builds of ``specs``."""
+    lk = lockfile.Lock.load(ctx.lock_path)
+    return lockfile.write(lk, ctx.ws.root, ctx.renderer, Report.load(ctx.report_path), engine, specs)
 
 
 def smoke(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress) -> list[EntryResult]:

@@ -27,6 +27,7 @@ from . import base as base_images
 from . import render, smoke
 from .engine import Engine, context_tar
 from .errors import CpforgeError, RenderError
+from .lock import Lock, package_drift, packages_in
 from .matrix import BuildSpec
 from .progress import Progress, fmt_seconds
 from .report import EntryResult, Report
@@ -68,6 +69,8 @@ class BuildOptions:
     jobs: int = 1
     keep_going: bool = False
     nocache: bool = False
+    promote: bool = True  # tag images that passed (False: keep them untagged, e.g. for verify)
+    lock: Lock | None = None  # --locked: installed package versions must equal the lock's
 
 
 def git_revision(root: Path) -> str:
@@ -119,7 +122,10 @@ class Builder:
                 hint="run `invoke render` and commit the result",
             )
         self.sources.ensure_all([s.source for s in specs])
-        for distro, plat in sorted({(s.distro, s.platform) for s in specs}, key=lambda x: (x[0].name, x[1].name)):
+        for plat in sorted({s.platform for s in specs}, key=lambda p: p.name):
+            base_images.check_emulation(plat)  # smoke tests of foreign platforms run under QEMU
+        needed = {(s.distro, p) for s in specs for p in (s.platform, s.build_platform)}
+        for distro, plat in sorted(needed, key=lambda x: (x[0].name, x[1].name)):
             res = base_images.ensure(self.engine, distro, plat, self.ws.out / "base", self.progress.say)
             if res.how != "present":
                 self.progress.say(f"✓ base {res.ref} {res.how} in {fmt_seconds(res.seconds)}")
@@ -184,13 +190,14 @@ class Builder:
                     {
                         "Dockerfile": self.renderer.dockerfile(spec).encode(),
                         "scripts/build-cpython.sh": self.ws.scripts / "build-cpython.sh",
+                        "scripts/install-build-deps.sh": self.ws.scripts / "install-build-deps.sh",
                         f"sources/{spec.source.filename}": fetched.path,
                     }
                 )
                 artifact_image = self.engine.build(
                     ctx,
                     target="artifact",
-                    platform=spec.platform.name,
+                    platform=spec.build_platform.name,
                     nocache=self.options.nocache,
                     log=log,
                     on_line=self._watch(spec, "artifact"),
@@ -224,7 +231,6 @@ class Builder:
                     {
                         "Dockerfile": self.renderer.runtime_dockerfile(spec).encode(),
                         "cpython.tar": tarball,
-                        "runtime-packages.txt": packages,
                     }
                 )
                 image = self.engine.build(
@@ -238,8 +244,11 @@ class Builder:
                 res.image_id = image
                 res.durations["runtime"] = time.monotonic() - t
 
-            # d. smoke, then promote
-            if (
+            # d. locked package versions, smoke, then promote
+            drift = self._package_drift(spec, artifact_image, image)
+            if drift:
+                res.problems = drift
+            elif (
                 previous is not None
                 and previous.passed
                 and previous.image_id == image
@@ -254,15 +263,17 @@ class Builder:
                 res.durations["smoke"] = sm.seconds
             if res.problems:
                 res.status = "failed"
-                for tag in spec.tags:  # a tag means "passed": drop any stale one
-                    if self.engine.image_id(tag) is not None:
-                        self.engine.remove_image(tag)
+                if self.options.promote:
+                    for tag in spec.tags:  # a tag means "passed": drop any stale one
+                        if self.engine.image_id(tag) is not None:
+                            self.engine.remove_image(tag)
                 self.engine.remove_image(image)
                 res.image_id = None
             else:
-                for tag in spec.tags:
-                    self.engine.tag(image, tag)
-                res.tags = list(spec.tags)
+                if self.options.promote:
+                    for tag in spec.tags:
+                        self.engine.tag(image, tag)
+                    res.tags = list(spec.tags)
                 res.status = "passed"
         except CpforgeError as exc:
             res.status = "error"
@@ -276,6 +287,19 @@ class Builder:
         self._record(res)
         self._announce(spec, res)
         return res
+
+    def _package_drift(self, spec: BuildSpec, artifact_image: str, image: str) -> list[str]:
+        lock = self.options.lock
+        if lock is None:
+            return []
+        entry = lock.entries.get(spec.key, {})
+        return package_drift(
+            entry.get("builder_packages", {}),
+            packages_in(self.engine, artifact_image, spec.build_platform.name),
+            "builder",
+        ) + package_drift(
+            entry.get("runtime_packages", {}), packages_in(self.engine, image, spec.platform.name), "runtime"
+        )
 
     def _watch(self, spec: BuildSpec, stage: str) -> Callable[[str], None]:
         """Progress from build output: Dockerfile steps and the build script's own phase lines."""
@@ -295,7 +319,7 @@ class Builder:
                 spec.key,
                 True,
                 f"{total}; {smoke_note}; gil_enabled={f.get('gil_enabled')} jit_built={f.get('jit_built')} "
-                f"jit_enabled={f.get('jit_enabled')} → {res.tags[0]}",
+                f"jit_enabled={f.get('jit_enabled')} → {res.tags[0] if res.tags else res.image_id}",
             )
         else:
             first = res.problems[0].splitlines()[0] if res.problems else "unknown"

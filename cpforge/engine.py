@@ -119,6 +119,32 @@ class Engine:
             return False
         return self.image_id(ref) is not None
 
+    def push(self, ref: str, auth: dict[str, str] | None = None, retries: int = 3) -> str:
+        """Push one tag; return the manifest digest the registry reports. Retries transient failures."""
+        repo, _, tag = ref.rpartition(":")
+        problem = ""
+        for _attempt in range(retries):
+            digest = ""
+            problem = ""
+            try:
+                for chunk in self.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth):
+                    if "error" in chunk:
+                        problem = str(chunk.get("errorDetail", {}).get("message") or chunk["error"])
+                        break
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and aux.get("Digest"):
+                        digest = str(aux["Digest"])
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                problem = f"{type(exc).__name__}: {getattr(exc, 'explanation', exc)}"
+            if digest and not problem:
+                return digest
+            if "unauthorized" in problem.lower() or "denied" in problem.lower():
+                break
+        raise EngineError(
+            f"push of {ref} failed: {problem or 'no digest reported'}",
+            hint="check the registry address and your `docker login`",
+        )
+
     # ---------------------------------------------------------------- build
 
     def build(
@@ -129,6 +155,7 @@ class Engine:
         target: str | None = None,
         platform: str | None = None,
         labels: dict[str, str] | None = None,
+        buildargs: dict[str, str] | None = None,
         tag: str | None = None,
         nocache: bool = False,
         log: IO[str],
@@ -145,6 +172,7 @@ class Engine:
                 target=target,
                 platform=platform,
                 labels=labels,
+                buildargs=buildargs,
                 tag=tag,
                 nocache=nocache,
                 rm=True,
@@ -239,12 +267,12 @@ class Engine:
                 self.api.put_archive(cid, "/", ctx.read())
             self.api.start(cid)
             try:
-                status = self.api.wait(cid, timeout=timeout)
-            except requests.exceptions.ReadTimeout:
+                code = int(self.api.wait(cid, timeout=timeout).get("StatusCode", 1))
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 self.api.kill(cid)
-                return RunResult(124, "", f"timed out after {timeout}s")
+                code = 124  # like timeout(1): the logs so far are still returned
             out = self.api.logs(cid, stdout=True, stderr=False).decode("utf-8", "replace")
             err = self.api.logs(cid, stdout=False, stderr=True).decode("utf-8", "replace")
-            return RunResult(int(status.get("StatusCode", 1)), out, err)
+            return RunResult(code, out, err)
         finally:
             self.api.remove_container(cid, force=True)

@@ -156,8 +156,17 @@ class BuildSpec:
     llvm: int
     source: Source
     base_image: str
+    build_platform: Platform  # where the compiler runs: cross-compiles when it differs from platform
     repository: str
     smoke_modules: tuple[str, ...]
+
+    @property
+    def cross(self) -> bool:
+        return self.build_platform != self.platform
+
+    @property
+    def builder_image(self) -> str:
+        return self.distro.base_image(self.build_platform)
 
     @property
     def configure_flags(self) -> tuple[str, ...]:
@@ -194,6 +203,7 @@ class Matrix:
     mirrors: tuple[str, ...]
     cache_dir: str
     smoke_modules: tuple[str, ...]
+    build_platform: Platform = Platform(name="linux/amd64")
     exclude: tuple[str, ...] = ()
 
     def profile(self, name: str) -> Profile:
@@ -228,6 +238,7 @@ class Matrix:
                                 llvm=ver.llvm,
                                 source=Source(version=ver.version, sha256=ver.sha256, signer=ver.signer),
                                 base_image=dist.base_image(plat),
+                                build_platform=self.build_platform,
                                 repository=self.repository,
                                 smoke_modules=(*self.smoke_modules, *ver.modules),
                             )
@@ -511,6 +522,12 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
             )
 
     platforms = tuple(Platform(name=x) for x in _str_list(ctx, top["platforms"][1], "platforms", plat_check))
+    build_platform = Platform(name="linux/amd64")
+    if "build-platform" in top:
+        bnode = top["build-platform"][1]
+        value = _scalar(ctx, bnode, "build-platform")
+        plat_check(bnode, value)
+        build_platform = Platform(name=value)
 
     # distros --------------------------------------------------------------------------------
     distros: list[Distro] = []
@@ -634,6 +651,7 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
         mirrors=mirrors,
         cache_dir=cache_dir,
         smoke_modules=smoke_modules,
+        build_platform=build_platform,
         exclude=exclude,
     )
     ids = {s.id for s in matrix.expand()}
@@ -689,6 +707,8 @@ def spec_json(s: BuildSpec) -> dict[str, Any]:
         "configure_flags": list(s.configure_flags),
         "llvm": s.llvm,
         "base_image": s.base_image,
+        "build_platform": s.build_platform.name,
+        "cross": s.cross,
         "dockerfile": s.dockerfile,
         "tags": list(s.tags),
     }

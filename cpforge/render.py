@@ -21,29 +21,12 @@ TEMPLATE = "Dockerfile.j2"
 RUNTIME_TEMPLATE = "runtime.j2"
 DEFAULT_EPOCH = 1749600000  # fixed build date (SOURCE_DATE_EPOCH) until the lock pins one per release
 
-BUILD_PACKAGES = (
-    "build-essential",
-    "pkg-config",
-    "xz-utils",
-    "libbz2-dev",
-    "libffi-dev",
-    "libgdbm-compat-dev",
-    "libgdbm-dev",
-    "liblzma-dev",
-    "libncurses-dev",
-    "libreadline-dev",
-    "libsqlite3-dev",
-    "libssl-dev",
-    "libzstd-dev",
-    "uuid-dev",
-    "zlib1g-dev",
-)
 
-
-def jit_packages(spec: BuildSpec) -> tuple[str, ...]:
-    if spec.variant.jit == "no":
-        return ()
-    return (f"clang-{spec.llvm}", f"llvm-{spec.llvm}", "python3")
+def deps_command(spec: BuildSpec) -> list[str]:
+    cmd = ["/usr/local/sbin/cpforge-install-build-deps", spec.platform.arch, spec.minor]
+    if spec.variant.jit != "no":
+        cmd += ["--jit", str(spec.llvm)]
+    return cmd
 
 
 def labels(spec: BuildSpec, epoch: int = DEFAULT_EPOCH) -> list[tuple[str, str]]:
@@ -83,8 +66,7 @@ class Renderer:
             "spec": spec,
             "epoch": self.epoch,
             "labels": labels(spec, self.epoch),
-            "build_packages": BUILD_PACKAGES,
-            "jit_packages": jit_packages(spec),
+            "deps_command": deps_command(spec),
             "build_command": ["/usr/local/sbin/cpforge-build", spec.version, *spec.configure_flags],
         }
 
@@ -102,7 +84,7 @@ class Renderer:
         """The runtime stage alone, reading cpython.tar from its build context (artifact first)."""
         try:
             module = self._env().get_template(RUNTIME_TEMPLATE).make_module()
-            text = str(module.stage(spec, labels(spec, self.epoch), True))  # type: ignore[attr-defined]
+            text = str(module.stage(spec, labels(spec, self.epoch), self.epoch, True))  # type: ignore[attr-defined]
         except jinja2.TemplateError as exc:
             raise RenderError(
                 f"cannot render {RUNTIME_TEMPLATE} for {spec.id}: {exc}",

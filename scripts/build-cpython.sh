@@ -5,9 +5,12 @@
 #   /artifact/cpython.tar                that tree as a sorted, mtime-clamped, uid-0 tarball
 #   /artifact/cpython.tar.sha256         its checksum
 #   /artifact/runtime-packages.txt       Debian packages owning every shared library the binaries need
+#                                        (also shipped as /usr/local/share/cpforge/runtime-packages.txt)
 #
 # Usage: cpforge-build VERSION [CONFIGURE_FLAG ...]
-# Environment: SOURCE_DATE_EPOCH (required), CPFORGE_HOST (GNU triplet to cross-compile for; optional).
+# Environment: SOURCE_DATE_EPOCH (required); CPFORGE_TARGET_ARCH (Debian architecture to build for;
+# default: this container's). When it differs from the container's, the build cross-compiles with the
+# toolchain cpforge-install-build-deps installed.
 # Runs without cpforge: plain bash, no host access. Arguments arrive through exec form, never a shell.
 set -euo pipefail
 
@@ -21,8 +24,9 @@ src=/usr/src/Python-${version}.tar.xz
 workdir=/build                       # one fixed build path: it leaks into sysconfig data
 dest=/artifact/root
 prefix=/usr/local
-build_triplet=$(gcc -dumpmachine)
-host_triplet=${CPFORGE_HOST:-$build_triplet}
+build_triplet=$(dpkg-architecture -qDEB_BUILD_MULTIARCH)
+target_arch=${CPFORGE_TARGET_ARCH:-$(dpkg --print-architecture)}
+host_triplet=$(dpkg-architecture -a"$target_arch" -qDEB_HOST_MULTIARCH 2>/dev/null)
 
 log() { printf '[cpforge-build %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
@@ -34,9 +38,24 @@ cd "$workdir/Python-${version}"
 
 configure=(--prefix="$prefix" --build="$build_triplet" --enable-option-checking=fatal --with-ensurepip=install)
 strip_tool=strip
+objdump_tool=objdump
 if [ "$host_triplet" != "$build_triplet" ]; then
-    configure+=(--host="$host_triplet" --with-build-python="python${minor}")
+    build_python=$(command -v "python${minor}" || true)
+    if [ -z "$build_python" ] || [ "$("$build_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$minor" ]; then
+        # No distro python of this X.Y: build one natively from the same verified source.
+        log "building a native python ${version} to drive the cross build"
+        mkdir -p "$workdir/native"
+        (cd "$workdir/native" && "../Python-${version}/configure" --prefix=/opt/cpforge-build-python >/dev/null \
+            && make -j"$(nproc)" >/dev/null && make install >/dev/null)
+        build_python=/opt/cpforge-build-python/bin/python${minor}
+    fi
+    # Answers configure cannot find out when it cannot run target binaries (as CPython's own CI passes).
+    configure+=(--host="$host_triplet" --with-build-python="$build_python"
+                ac_cv_buggy_getaddrinfo=no ac_cv_file__dev_ptmx=yes ac_cv_file__dev_ptc=no)
+    export PKG_CONFIG_LIBDIR="/usr/lib/${host_triplet}/pkgconfig:/usr/share/pkgconfig"
     strip_tool="${host_triplet}-strip"
+    objdump_tool="${host_triplet}-objdump"
+    log "cross-compiling ${build_triplet} → ${host_triplet} with build python ${build_python}"
 fi
 log "configure ${configure[*]} $*"
 ./configure "${configure[@]}" "$@"
@@ -70,7 +89,7 @@ log "stripping ELF files with ${strip_tool}"
 while IFS= read -r -d '' f; do
     if is_elf "$f"; then
         "$strip_tool" --strip-unneeded "$f"
-        objdump -p "$f" | awk '$1 == "NEEDED" { print $2 }' >> /tmp/needed
+        "$objdump_tool" -p "$f" | awk '$1 == "NEEDED" { print $2 }' >> /tmp/needed
     fi
 done < <(find "$root" -type f -print0 | sort -z)
 
@@ -85,7 +104,9 @@ while read -r soname; do
     fi
     echo "$owner" >> /tmp/packages
 done < <(sort -u /tmp/needed)
-sort -u /tmp/packages > /artifact/runtime-packages.txt
+mkdir -p "$root/share/cpforge"
+sort -u /tmp/packages > "$root/share/cpforge/runtime-packages.txt"
+cp "$root/share/cpforge/runtime-packages.txt" /artifact/runtime-packages.txt
 log "runtime packages: $(tr '\n' ' ' < /artifact/runtime-packages.txt)"
 
 # Deterministic tree and tarball.

@@ -70,3 +70,15 @@ def image_refs(engine: Engine) -> set[str]:
         refs.add(img["Id"])
         refs.update(img.get("RepoTags") or [])
     return refs
+
+
+ARM64_ENTRIES = ["3.13-freethreaded-trixie-arm64"]
+
+
+@pytest.fixture(scope="session")
+def built_arm64(ctx: api.Context, engine: Engine) -> dict[str, EntryResult]:
+    """3.13 free-threaded for linux/arm64: cross-compiled on amd64, smoke-tested under QEMU."""
+    specs = api.plan(ctx, filters=ARM64_ENTRIES, profile="quick")
+    with Progress(total=len(specs), heartbeat=60) as progress:
+        results = api.build(ctx, engine, specs, BuildOptions(jobs=1, keep_going=True), progress)
+    return {r.id: r for r in results}

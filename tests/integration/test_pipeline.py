@@ -22,12 +22,15 @@ from .conftest import AMD64_313, ROOT, TEST_REPOSITORY, image_refs, matrix_text
 
 pytestmark = pytest.mark.integration
 
+MIRRORS_BLOCK = "    - https://www.python.org/ftp/python\n    - debian+http://deb.debian.org/debian\n  cache: sources"
+INJECTED = 'configure: [--enable-optimizations, "--with-lto; touch /pwned"]'
 EXPECTED_GIL = {"default": True, "freethreaded": False, "jit": True, "freethreaded-jit": False}
 
 
 def invoke(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True,
-                          check=False, timeout=3600)
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=3600
+    )
 
 
 def test_four_variants_pass_their_smoke_tests(built_313: dict[str, EntryResult]) -> None:
@@ -94,8 +97,7 @@ def test_runtime_image_has_no_compilers(engine: Engine, built_313: dict[str, Ent
     assert out.stdout.strip() == "none"
 
 
-def test_no_change_rerun_reuses_everything(ctx: api.Context, engine: Engine,
-                                           built_313: dict[str, EntryResult]) -> None:
+def test_no_change_rerun_reuses_everything(ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]) -> None:
     specs = api.plan(ctx, filters=[AMD64_313], profile="quick")
     with Progress(total=len(specs), heartbeat=0) as progress:
         again = {r.variant: r for r in api.build(ctx, engine, specs, BuildOptions(), progress)}
@@ -106,8 +108,7 @@ def test_no_change_rerun_reuses_everything(ctx: api.Context, engine: Engine,
         assert res.reused is True
 
 
-def test_smoke_task_reruns_on_built_images(ctx: api.Context, engine: Engine,
-                                           built_313: dict[str, EntryResult]) -> None:
+def test_smoke_task_reruns_on_built_images(ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]) -> None:
     specs = api.plan(ctx, filters=["3.13-freethreaded-trixie-amd64"], profile="quick")
     with Progress(total=1, heartbeat=0) as progress:
         (res,) = api.smoke(ctx, engine, specs, progress)
@@ -118,8 +119,14 @@ def test_smoke_task_reruns_on_built_images(ctx: api.Context, engine: Engine,
 def test_failed_smoke_is_never_tagged(workdir: Path, engine: Engine, built_313: dict[str, EntryResult]) -> None:
     # Same build (layer cache), but the matrix now requires a module this image does not ship.
     path = workdir / "strict.yaml"
-    path.write_text(matrix_text(**{"repository: cpforge-test/python": "repository: cpforge-test/strict",
-                                   "modules: [ssl,": "modules: [_tkinter, ssl,"}))
+    path.write_text(
+        matrix_text(
+            **{
+                "repository: cpforge-test/python": "repository: cpforge-test/strict",
+                "modules: [ssl,": "modules: [_tkinter, ssl,",
+            }
+        )
+    )
     ctx = api.Context.create(path, root=ROOT, out=workdir / "strict-out")
     specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
     with Progress(total=1, heartbeat=0) as progress:
@@ -132,19 +139,25 @@ def test_failed_smoke_is_never_tagged(workdir: Path, engine: Engine, built_313: 
     assert engine.image_id(built_313["default"].tags[0]) == built_313["default"].image_id
 
 
-def test_tampered_source_is_refused_before_any_build(tmp_path: Path, engine: Engine) -> None:
+def test_tampered_source_is_refused_before_any_build(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CPFORGE_MIRRORS", raising=False)  # only the tampered mirror may be tried
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    good = (ROOT / "sources" / "Python-3.13.5.tar.xz")
+    good = ROOT / "sources" / "Python-3.13.5.tar.xz"
     data = bytearray(good.read_bytes() if good.exists() else b"\0" * 1024)
     data[len(data) // 2] ^= 0xFF
     (mirror / "Python-3.13.5.tar.xz").write_bytes(bytes(data))
     matrix = tmp_path / "m.yaml"
-    matrix.write_text(matrix_text(**{
-        "repository: cpforge-test/python": "repository: cpforge-test/tampered",
-        "    - https://www.python.org/ftp/python\n    - debian+http://deb.debian.org/debian\n  cache: sources":
-        f"    - {mirror}\n  cache: {tmp_path / 'cache'}",
-    }))
+    matrix.write_text(
+        matrix_text(
+            **{
+                "repository: cpforge-test/python": "repository: cpforge-test/tampered",
+                MIRRORS_BLOCK: f"    - {mirror}\n  cache: {tmp_path / 'cache'}",
+            }
+        )
+    )
     before = image_refs(engine)
     with pytest.raises(SourceError, match="sha256 mismatch"):
         ctx = api.Context.create(matrix, root=ROOT, out=tmp_path / "out")
@@ -167,8 +180,7 @@ def test_cli_malformed_matrix_and_injected_flag_build_nothing(tmp_path: Path, en
     assert "did you mean `variants`?" in proc.stderr and "Traceback" not in proc.stderr
 
     inj = tmp_path / "inj.yaml"
-    inj.write_text(matrix_text(**{"configure: [--enable-optimizations, --with-lto]":
-                                  'configure: [--enable-optimizations, "--with-lto; touch /pwned"]'}))
+    inj.write_text(matrix_text(**{"configure: [--enable-optimizations, --with-lto]": INJECTED}))
     proc = invoke("build", "--matrix", "--filter", "3.13-default-*", "--matrix-file", str(inj), "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "is not a plain `--flag` or `--flag=value`" in proc.stderr
@@ -179,8 +191,15 @@ def test_cli_malformed_matrix_and_injected_flag_build_nothing(tmp_path: Path, en
 def test_missing_daemon_is_one_clear_sentence(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="cannot reach the Docker daemon"):
         Engine.connect("unix:///nonexistent/docker.sock")
-    proc = invoke("build", "--filter", "3.13-default-trixie-amd64", "--engine", "unix:///nonexistent/docker.sock",
-                  "--out", str(tmp_path))
+    proc = invoke(
+        "build",
+        "--filter",
+        "3.13-default-trixie-amd64",
+        "--engine",
+        "unix:///nonexistent/docker.sock",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 5
     assert "cannot reach the Docker daemon" in proc.stderr and "dockerd" in proc.stderr
     assert "Traceback" not in proc.stderr

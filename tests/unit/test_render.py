@@ -59,9 +59,22 @@ def test_flags_reach_the_dockerfile_only_as_exec_form_json(specs: list[mx.BuildS
         'RUN ["/usr/local/sbin/cpforge-build", "3.13.5", "--disable-gil", "--enable-experimental-jit=yes", '
         '"--enable-optimizations", "--with-lto"]'
     ) in text
-    assert "clang-18" in text and "llvm-18" in text
+    assert 'RUN ["/usr/local/sbin/cpforge-install-build-deps", "amd64", "3.13", "--jit", "18"]' in text
     default = next(s for s in specs if s.id == "3.13-default-trixie-amd64")
-    assert "clang" not in render.Renderer(ROOT / "templates").dockerfile(default)
+    assert '"--jit"' not in render.Renderer(ROOT / "templates").dockerfile(default)
+
+
+def test_arm64_entries_cross_compile_from_the_build_platform(specs: list[mx.BuildSpec]) -> None:
+    spec = next(s for s in specs if s.id == "3.14-jit-trixie-arm64" and s.profile.name == "quick")
+    assert spec.cross and spec.build_platform.name == "linux/amd64"
+    text = render.Renderer(ROOT / "templates").dockerfile(spec)
+    assert "ARG BUILDER_ARCH=amd64" in text
+    assert "FROM cpforge/debian:trixie-${BUILDER_ARCH} AS builder" in text
+    assert '"arm64", "3.14", "--jit", "19"' in text
+    assert "CPFORGE_TARGET_ARCH=arm64" in text
+    assert "FROM cpforge/debian:trixie-arm64 AS runtime" in text
+    native = next(s for s in specs if s.id == "3.14-jit-trixie-amd64")
+    assert not native.cross
 
 
 def test_runtime_dockerfile_reads_the_artifact_from_context(specs: list[mx.BuildSpec]) -> None:

@@ -1,0 +1,113 @@
+"""Pinned inputs (matrix.lock, --locked) and bit-for-bit rebuilds (verify --rebuild)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cpforge import api
+from cpforge.build import BuildOptions
+from cpforge.engine import Engine
+from cpforge.lock import Lock, LockError
+from cpforge.progress import Progress
+from cpforge.report import EntryResult
+from cpforge.verify import verify
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.integration
+ENTRY = "3.13-default-trixie-amd64"
+
+
+@pytest.fixture(scope="session")
+def locked(ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]) -> Lock:
+    specs = api.plan(ctx, filters=[ENTRY], profile="quick")
+    assert api.lock(ctx, engine, specs) == [f"{ENTRY}@quick"]
+    return Lock.load(ctx.lock_path)
+
+
+def test_lock_pins_inputs_and_package_versions(locked: Lock, built_313: dict[str, EntryResult]) -> None:
+    entry = locked.entries[f"{ENTRY}@quick"]
+    assert entry["inputs"]["source_sha256"] == "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+    assert set(entry["inputs"]["scripts"]) == {
+        "scripts/build-cpython.sh",
+        "scripts/install-build-deps.sh",
+        "scripts/smoke.py",
+    }
+    assert "gcc" in " ".join(entry["builder_packages"]) and "libssl3t64" in entry["runtime_packages"]
+    assert entry["artifact_sha256"] == built_313["default"].artifact["sha256"]
+    assert locked.bases["cpforge/debian:trixie-amd64"]["image_id"].startswith("sha256:")
+    text = locked.path.read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # deterministic
+
+
+def test_locked_build_of_unchanged_inputs_passes(ctx: api.Context, engine: Engine, locked: Lock) -> None:
+    specs = api.plan(ctx, filters=[ENTRY], profile="quick")
+    with Progress(total=1, heartbeat=0) as progress:
+        (res,) = api.build(ctx, engine, specs, BuildOptions(), progress, locked=True)
+    assert res.status == "passed", res.problems
+
+
+def test_locked_refuses_a_changed_script_byte(tmp_path: Path, ctx: api.Context, locked: Lock) -> None:
+    root = tmp_path / "repo"
+    for d in ("templates", "scripts", "dockerfiles"):
+        shutil.copytree(ROOT / d, root / d)
+    shutil.copy(ctx.matrix.path, root / "matrix.yaml")
+    shutil.copy(locked.path, root / "matrix.lock")
+    script = root / "scripts" / "build-cpython.sh"
+    script.write_bytes(script.read_bytes().replace(b"set -euo pipefail", b"set -euo pipefail ", 1))
+    copy = api.Context.create(root / "matrix.yaml", root=root, out=tmp_path / "out")
+    specs = api.plan(copy, filters=[ENTRY], profile="quick")
+    with pytest.raises(LockError) as err, Progress(total=1, heartbeat=0) as progress:
+        api.build(copy, Engine.connect(), specs, BuildOptions(), progress, locked=True)
+    assert "scripts/build-cpython.sh" in str(err.value)
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_locked_refuses_a_changed_package_version_via_cli(tmp_path: Path, ctx: api.Context, locked: Lock) -> None:
+    shutil.copy(ctx.matrix.path, tmp_path / "matrix.yaml")
+    data = json.loads(locked.path.read_text())
+    data["entries"][f"{ENTRY}@quick"]["runtime_packages"]["libssl3t64"] = "0.0.1-cpforge-test"
+    (tmp_path / "matrix.lock").write_text(json.dumps(data))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "build",
+            "--locked",
+            "--filter",
+            ENTRY,
+            "--profile",
+            "quick",
+            "--matrix-file",
+            str(tmp_path / "matrix.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 10, proc.stdout + proc.stderr
+    assert "libssl3t64=0.0.1-cpforge-test" in proc.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]) -> None:
+    specs = api.plan(ctx, filters=[ENTRY], profile="quick")
+    with Progress(total=1, heartbeat=60) as progress:
+        (res,) = verify(ctx, engine, specs, progress)
+    assert res.error is None
+    assert res.artifact_same, res.differences
+    assert res.layers_same, res.differences
+    assert res.reproducible
+    # the tagged image was not touched by the rebuild
+    assert engine.image_id(built_313["default"].tags[0]) == built_313["default"].image_id
