@@ -245,6 +245,8 @@ class Builder:
                 res.durations["runtime"] = time.monotonic() - t
 
             # d. locked package versions, smoke, then promote
+            smoke_key = smoke.inputs_digest(spec, self.ws.scripts / "smoke.py")
+            res.smoke_inputs = smoke_key
             drift = self._package_drift(spec, artifact_image, image)
             if drift:
                 res.problems = drift
@@ -252,6 +254,7 @@ class Builder:
                 previous is not None
                 and previous.passed
                 and previous.image_id == image
+                and previous.smoke_inputs == smoke_key
                 and all(self.engine.image_id(tag) == image for tag in spec.tags)
             ):
                 res.facts, res.problems, res.reused = previous.facts, [], True

@@ -32,6 +32,7 @@ class EntryResult:
     facts: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     reused: bool = False  # True when nothing changed and the earlier smoke result still holds
+    smoke_inputs: str = ""  # sha256 of the smoke script and the expectations it was judged by
 
     @property
     def passed(self) -> bool:

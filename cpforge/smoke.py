@@ -6,6 +6,7 @@ Nothing here is hard-coded per image: every expected value comes from the spec's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -67,9 +68,20 @@ def expectations(spec: BuildSpec) -> list[Expectation]:
     if spec.variant.jit == "yes" and not ft:
         # A JIT built with `yes` is on by default; free-threaded builds report whatever is true.
         exp.append(Expectation("jit_enabled", "JIT enabled by default", lambda v: v is True, "True"))
+        exp.append(
+            Expectation("jit_enabled_with_python_jit_0", "JIT off with PYTHON_JIT=0", lambda v: v is False, "False")
+        )
     if spec.variant.jit == "yes-off":
         exp.append(Expectation("jit_enabled", "JIT off until PYTHON_JIT=1", lambda v: v is False, "False"))
     return exp
+
+
+def inputs_digest(spec: BuildSpec, script: Path) -> str:
+    """What a smoke verdict depends on besides the image: the probe and the expectations."""
+    h = hashlib.sha256(script.read_bytes())
+    h.update(repr([(e.fact, e.description, e.wanted) for e in expectations(spec)]).encode())
+    h.update(",".join(spec.smoke_modules).encode())
+    return h.hexdigest()
 
 
 def check(spec: BuildSpec, facts: dict[str, Any]) -> list[str]:

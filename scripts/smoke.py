@@ -32,13 +32,10 @@ else:                                     # 3.13
     facts["jit_enabled"] = None
     facts["jit_evidence"] = "PY_CORE_CFLAGS"
 
-active = []
 def hot():
     total = 0
     for i in range(300000):
         total += i % 7
-        if jit is not None and i == 299999:
-            active.append(bool(jit.is_active()))
     return total
 for _ in range(3):
     hot()
@@ -55,6 +52,15 @@ try:
             pass
 except (ImportError, AttributeError):
     executors = None
+
+active = []
+if jit is not None:
+    def hot_active():
+        for i in range(300000):
+            if i == 299999:
+                active.append(bool(jit.is_active()))
+    for _ in range(3):
+        hot_active()
 facts["tier2_executors"] = executors
 if jit is not None:
     facts["jit_active"] = any(active)
@@ -145,6 +151,8 @@ def main() -> None:
         facts.update(json.loads(out))
     else:
         facts["jit_error"] = err[-2000:]
+    rc, out, err = run([exe, "-c", JIT_PROBE], {**clean_env, "PYTHON_JIT": "0"})
+    facts["jit_enabled_with_python_jit_0"] = json.loads(out).get("jit_enabled") if rc == 0 else None
 
     modules = sorted(set(extension_modules()) | set(required))
     facts["extension_modules"] = len(modules)

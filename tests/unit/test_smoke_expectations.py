@@ -23,6 +23,7 @@ def facts_for(spec: mx.BuildSpec, **over: Any) -> dict[str, Any]:
         "gil_enabled": not ft,
         "jit_built": spec.variant.jit != "no",
         "jit_enabled": spec.variant.jit == "yes",
+        "jit_enabled_with_python_jit_0": False,
         "machine": spec.platform.machine,
         "elf_machine": spec.platform.machine,
         "failed_imports": {},
@@ -53,6 +54,7 @@ def test_jit_expectations() -> None:
     jit = SPECS["3.13-jit-trixie-amd64"]
     assert any("JIT compiled in" in p for p in smoke.check(jit, facts_for(jit, jit_built=False)))
     assert any("JIT enabled" in p for p in smoke.check(jit, facts_for(jit, jit_enabled=False)))
+    assert any("PYTHON_JIT=0" in p for p in smoke.check(jit, facts_for(jit, jit_enabled_with_python_jit_0=True)))
     # free-threaded + JIT: compiled in, but whether it runs is reported, not assumed
     ftjit = SPECS["3.13-freethreaded-jit-trixie-amd64"]
     assert smoke.check(ftjit, facts_for(ftjit, jit_enabled=False)) == []

@@ -1,0 +1,181 @@
+"""Publishing to a real registry (Debian's docker-registry on 127.0.0.1): only what passed, idempotent,
+exact tags immutable, multi-arch manifest lists with the right architectures, SBOMs alongside."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from cpforge import api
+from cpforge.engine import Engine
+from cpforge.publish import PublishError, publish
+from cpforge.registry import RegistryError
+from cpforge.report import EntryResult, Report
+
+pytestmark = pytest.mark.integration
+LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("docker-registry")
+    assert binary, "Debian's docker-registry is required: apt-get install docker-registry"
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(
+        [binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=open(root / "log", "w")
+    )
+    for _ in range(50):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                break
+        except requests.exceptions.ConnectionError:
+            time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def manifest(registry: str, repo: str, ref: str) -> tuple[int, dict, str]:
+    r = requests.get(f"http://{registry}/v2/{repo}/manifests/{ref}", headers={"Accept": f"{LIST}, {V2}"}, timeout=10)
+    return r.status_code, (r.json() if r.status_code == 200 else {}), r.headers.get("Docker-Content-Digest", "")
+
+
+@pytest.fixture(scope="session")
+def published(
+    ctx: api.Context,
+    engine: Engine,
+    registry: str,
+    built_313: dict[str, EntryResult],
+    built_arm64: dict[str, EntryResult],
+    workdir: Path,
+) -> dict[str, object]:
+    specs = api.plan(ctx, filters=["3.13-freethreaded-*"], profile="quick")
+    first = publish(engine, Report.load(ctx.report_path), specs, f"{registry}/platform", out=workdir / "pub")
+    second = publish(engine, Report.load(ctx.report_path), specs, f"{registry}/platform", out=workdir / "pub")
+    return {"first": first, "second": second}
+
+
+def test_multi_arch_index_has_both_platforms(
+    registry: str, published: dict[str, object], built_313: dict[str, EntryResult], built_arm64: dict[str, EntryResult]
+) -> None:
+    for tag in ("3.13.5-freethreaded-trixie-quick", "3.13-freethreaded-quick", "3.13t-quick"):
+        status, body, _ = manifest(registry, "platform/python", tag)
+        assert status == 200 and body["mediaType"] == LIST, tag
+        archs = {m["platform"]["architecture"]: m["digest"] for m in body["manifests"]}
+        assert set(archs) == {"amd64", "arm64"}
+        for arch, digest in archs.items():
+            s, m, _ = manifest(registry, "platform/python", digest)
+            assert s == 200
+            expected = (
+                built_313["freethreaded"] if arch == "amd64" else built_arm64["3.13-freethreaded-trixie-arm64"]
+            ).image_id
+            assert m["config"]["digest"] == expected  # the arm64 tag serves the arm64 image
+
+
+def test_second_publish_is_a_no_op(published: dict[str, object]) -> None:
+    first, second = published["first"], published["second"]
+    assert first.pushed and not first.skipped  # type: ignore[attr-defined]
+    assert second.pushed == []  # type: ignore[attr-defined]
+    assert set(second.unchanged) >= set(first.pushed)  # type: ignore[attr-defined]
+
+
+def test_pull_by_tag_and_digest_and_run_arm64(
+    engine: Engine, registry: str, published: dict[str, object], built_arm64: dict[str, EntryResult]
+) -> None:
+    ref = f"{registry}/platform/python:3.13.5-freethreaded-trixie-arm64-quick"
+    engine.remove_image(ref)
+    assert engine.pull(ref, "linux/arm64")
+    assert engine.image_id(ref) == built_arm64["3.13-freethreaded-trixie-arm64"].image_id
+    _, _, digest = manifest(registry, "platform/python", "3.13.5-freethreaded-trixie-arm64-quick")
+    by_digest = f"{registry}/platform/python@{digest}"
+    assert engine.pull(by_digest, "linux/arm64")
+    out = engine.run(
+        by_digest,
+        ["python3", "-c", "import platform, sys; print(platform.machine(), sys._is_gil_enabled())"],
+        platform="linux/arm64",
+    )
+    assert out.exit_code == 0, out.stderr
+    assert out.stdout.split() == ["aarch64", "False"]
+
+
+def test_sbom_file_and_artifact(registry: str, published: dict[str, object]) -> None:
+    first = published["first"]
+    path = Path(first.sboms["3.13-freethreaded-trixie-arm64@quick"])  # type: ignore[attr-defined]
+    doc = json.loads(path.read_text())
+    names = {c["name"] for c in doc["components"]}
+    assert {"cpython", "libssl3t64", "libc6"} <= names
+    cpython = next(c for c in doc["components"] if c["name"] == "cpython")
+    assert cpython["hashes"][0]["content"] == "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+    assert {c["name"] for c in cpython["components"]} >= {"expat", "HACL*"}
+    assert any("arch=arm64" in c.get("purl", "") for c in doc["components"])
+    _, _, digest = manifest(registry, "platform/python", "3.13.5-freethreaded-trixie-arm64-quick")
+    r = requests.get(
+        f"http://{registry}/v2/platform/python/manifests/{digest.replace(':', '-')}.sbom",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.json()["subject"]["digest"] == digest
+
+
+def test_failed_entry_is_never_pushed(
+    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_313: dict[str, EntryResult]
+) -> None:
+    report = Report.load(ctx.report_path)
+    key = "3.13-jit-trixie-amd64@quick"
+    report.entries[key].status = "failed"
+    report.entries[key].problems = ["JIT enabled by default: expected True, got False"]
+    specs = api.plan(ctx, filters=["3.13-jit-trixie-amd64"], profile="quick")
+    res = publish(engine, report, specs, f"{registry}/failing", out=workdir / "pub-failing")
+    assert res.pushed == [] and len(res.skipped) == 1 and "smoke test failed" in res.skipped[0]
+    assert manifest(registry, "failing/python", "3.13.5-jit-trixie-amd64-quick")[0] == 404
+
+
+def test_registry_unreachable_is_a_clear_error(
+    ctx: api.Context, engine: Engine, workdir: Path, built_313: dict[str, EntryResult]
+) -> None:
+    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    with pytest.raises(RegistryError, match=r"cannot reach the registry at http://127\.0\.0\.1:9"):
+        publish(engine, Report.load(ctx.report_path), specs, "127.0.0.1:9/ns", out=workdir / "pub-none")
+
+
+def test_publish_refuses_moving_an_exact_tag_without_force(
+    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_313: dict[str, EntryResult]
+) -> None:
+    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    target = f"{registry}/immutable"
+    publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-imm")
+    # Someone pushes another image under the exact tag; the next publish of our build must refuse.
+    status, body, _ = manifest(registry, "immutable/python", "3.13.5-default-trixie-amd64-quick")
+    other = f"{registry}/immutable/python:3.13.5-default-trixie-amd64-quick"
+    engine.tag(built_313["freethreaded"].image_id or "", other)
+    engine.push(other)
+    with pytest.raises(PublishError, match="refusing to move exact tags"):
+        publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-imm")
+    res = publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-imm", force=True)
+    assert "3.13.5-default-trixie-amd64-quick" in res.pushed
+    assert (
+        manifest(registry, "immutable/python", "3.13.5-default-trixie-amd64-quick")[1]["config"]["digest"]
+        == built_313["default"].image_id
+    )
+    assert status == 200 and body

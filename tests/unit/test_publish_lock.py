@@ -1,0 +1,67 @@
+"""Tag naming, credentials lookup and lock comparisons (no Docker needed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from cpforge import matrix as mx
+from cpforge import render
+from cpforge.lock import Lock, current_inputs, package_drift
+from cpforge.publish import arch_tags, index_tags
+from cpforge.registry import Credentials, RegistryError, credentials_for, parse_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = {s.key: s for s in mx.load(ROOT / "matrix.yaml").expand_all()}
+
+
+def test_tags_for_release_and_quick() -> None:
+    ft = SPECS["3.14-freethreaded-trixie-arm64@release"]
+    assert arch_tags(ft) == ("3.14.6-freethreaded-trixie-arm64", ["3.14-freethreaded-trixie-arm64"])
+    assert index_tags(ft) == ("3.14.6-freethreaded-trixie", ["3.14-freethreaded-trixie", "3.14-freethreaded", "3.14t"])
+    quick = SPECS["3.13-default-trixie-amd64@quick"]
+    assert index_tags(quick)[1][-1] == "3.13-quick"
+    assert index_tags(SPECS["3.13-jit-trixie-amd64@release"])[1] == ["3.13-jit-trixie", "3.13-jit"]
+    assert index_tags(SPECS["3.13-freethreaded-jit-trixie-amd64@release"])[1][-1] == "3.13t-jit"
+
+
+def test_parse_reference() -> None:
+    assert parse_reference("127.0.0.1:5000/platform/team") == ("127.0.0.1:5000", "platform/team")
+    with pytest.raises(RegistryError):
+        parse_reference("not a registry")
+
+
+def test_credentials_from_docker_config_are_not_printed(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.json"
+    auth = base64.b64encode(b"alice:s3cret").decode()
+    cfg.write_text(json.dumps({"auths": {"reg.example:5000": {"auth": auth}}}))
+    creds = credentials_for("reg.example:5000", cfg)
+    assert creds == Credentials("alice", "s3cret")
+    assert "s3cret" not in repr(creds)
+    assert credentials_for("other.example", cfg) is None
+
+
+def test_lock_names_each_changed_input(tmp_path: Path) -> None:
+    spec = SPECS["3.13-default-trixie-amd64@quick"]
+    renderer = render.Renderer(ROOT / "templates")
+    now = current_inputs(ROOT, renderer, spec)
+    lock = Lock(tmp_path / "matrix.lock", {spec.key: {"inputs": now.as_dict()}})
+    assert lock.problems(spec, now) == []
+    changed = dict(now.scripts)
+    changed["scripts/smoke.py"] = "0" * 64
+    problems = lock.problems(spec, type(now)(now.source_sha256, now.dockerfile_sha256, changed, now.base_image))
+    assert len(problems) == 1 and problems[0].startswith("scripts/smoke.py")
+    assert lock.problems(SPECS["3.13-jit-trixie-amd64@quick"], now) == [
+        "3.13-jit-trixie-amd64@quick is not in matrix.lock"
+    ]
+
+
+def test_package_drift() -> None:
+    assert package_drift({"a": "1"}, {"a": "1"}, "runtime") == []
+    assert package_drift({"a": "1"}, {"a": "2", "b": "1"}, "runtime") == [
+        "runtime package a: lock 1, built 2",
+        "runtime package b: lock absent, built 1",
+    ]
