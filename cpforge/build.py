@@ -362,6 +362,7 @@ def smoke_only(
             image_id=image,
         )
         res.facts, res.problems, res.reused = sm.facts, sm.problems, False
+        res.smoke_inputs = smoke.inputs_digest(spec, ws.scripts / "smoke.py")
         res.durations["smoke"] = sm.seconds
         res.status = "passed" if sm.passed else "failed"
         if not sm.passed:

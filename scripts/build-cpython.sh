@@ -36,7 +36,7 @@ mkdir -p "$workdir" "$dest"
 tar -xf "$src" -C "$workdir"
 cd "$workdir/Python-${version}"
 
-configure=(--prefix="$prefix" --build="$build_triplet" --enable-option-checking=fatal --with-ensurepip=install)
+configure=(--prefix="$prefix" --build="$build_triplet" --enable-option-checking=fatal)
 strip_tool=strip
 objdump_tool=objdump
 if [ "$host_triplet" != "$build_triplet" ]; then
@@ -50,12 +50,17 @@ if [ "$host_triplet" != "$build_triplet" ]; then
         build_python=/opt/cpforge-build-python/bin/python${minor}
     fi
     # Answers configure cannot find out when it cannot run target binaries (as CPython's own CI passes).
-    configure+=(--host="$host_triplet" --with-build-python="$build_python"
+    # ensurepip would run under the build python and use *its* install scheme: pip is installed
+    # from the bundled wheel below instead.
+    configure+=(--host="$host_triplet" --with-build-python="$build_python" --with-ensurepip=no
                 ac_cv_buggy_getaddrinfo=no ac_cv_file__dev_ptmx=yes ac_cv_file__dev_ptc=no)
     export PKG_CONFIG_LIBDIR="/usr/lib/${host_triplet}/pkgconfig:/usr/share/pkgconfig"
     strip_tool="${host_triplet}-strip"
     objdump_tool="${host_triplet}-objdump"
     log "cross-compiling ${build_triplet} → ${host_triplet} with build python ${build_python}"
+else
+    build_python=""
+    configure+=(--with-ensurepip=install)
 fi
 log "configure ${configure[*]} $*"
 ./configure "${configure[@]}" "$@"
@@ -67,6 +72,25 @@ log "make install DESTDIR=${dest}"
 make install DESTDIR="$dest" >/dev/null
 
 root="${dest}${prefix}"
+# Keep only the prefix: nothing may land outside it.
+mv "$root" /tmp/cpforge-prefix
+rm -rf "$dest"
+mkdir -p "$(dirname "$root")"
+mv /tmp/cpforge-prefix "$root"
+
+exe=$(cd "$root/bin" && ls python"${minor}"* | grep -E "^python${minor}t?$" | head -1)
+if [ -n "$build_python" ]; then
+    # Cross build: pip from CPython's bundled wheel, unpacked into the target's site-packages.
+    site=$(ls -d "$root"/lib/python"${minor}"*/site-packages | head -1)
+    wheel=$(ls Lib/ensurepip/_bundled/pip-*.whl | head -1)
+    log "installing $(basename "$wheel") into ${site#"$dest"}"
+    "$build_python" -m zipfile -e "$wheel" "$site"
+    for name in pip pip3 "pip${minor}"; do
+        printf '#!%s/bin/%s\nimport sys\nfrom pip._internal.cli.main import main\nif __name__ == "__main__":\n    sys.exit(main())\n' \
+            "$prefix" "$exe" > "$root/bin/$name"
+        chmod 755 "$root/bin/$name"
+    done
+fi
 # Slim: no test suites, no bytecode caches, no static libpython.
 find "$root" -depth \
     \( \( -type d -a \( -name test -o -name tests -o -name idle_test \) \) \
@@ -77,7 +101,7 @@ find "$root" -depth -type d -name __pycache__ -exec rm -rf '{}' +
 # Convenience names every Python image has.
 (
     cd "$root/bin"
-    [ -e python3 ] || ln -s "$(ls python"${minor}"* | grep -E "^python${minor}t?$" | head -1)" python3
+    [ -e python3 ] || ln -s "$exe" python3
     [ -e python ] || ln -s python3 python
     [ -e pip ] || ln -s pip3 pip
 )
