@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.context import Context as InvokeContext
@@ -412,6 +413,49 @@ def publish(
     print(f"{len(res.pushed)} tag(s) changed, {len(set(res.unchanged))} unchanged, {len(res.skipped)} skipped")
     if res.skipped:
         raise Exit("cpforge: some selected entries were not published (see SKIPPED above)", code=1)
+
+
+@task(
+    help={
+        **OUT_HELP,
+        "filter": "glob on entry ids (repeatable); default: every passing entry in the report",
+        "profile": "profile",
+        "dest": "directory for tarballs, metadata, SHA256SUMS and versions-manifest.json (default: build/dist)",
+        "base_url": "URL the files will be served from (download_url in versions-manifest.json)",
+        "report": "report path",
+        "engine": "Docker engine URL",
+    },
+    iterable=["filter"],
+)
+@friendly
+def provision(
+    c: InvokeContext,
+    filter: list[str] | None = None,
+    profile: str = "",
+    dest: str = "",
+    base_url: str = "https://python.internal.example/cpforge",
+    report: str = "",
+    engine: str = "",
+    matrix_file: str = "matrix.yaml",
+    out: str = "build",
+) -> None:
+    """Export relocatable interpreter tarballs + PYTHON.json + SHA256SUMS + versions-manifest.json."""
+    from cpforge.provision import provision as run_provision
+
+    ctx = _ctx(matrix_file, out, report)
+    rep = Report.load(ctx.report_path, missing_ok=False)
+    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
+    if not filter:
+        specs = [s for s in specs if s.key in rep.entries and rep.entries[s.key].passed]
+    target = Path(dest) if dest else ctx.ws.out / "dist"
+    done = run_provision(Engine.connect(engine or None), rep, specs, target, base_url)
+    for p in done:
+        meta = p.metadata
+        print(
+            f"  {p.filename}  glibc>={meta['glibc_min']}  {len(meta['bundled_libraries'])} bundled libs  "
+            f"{p.path.stat().st_size / 1e6:.1f} MB"
+        )
+    print(f"{len(done)} tarball(s), SHA256SUMS and versions-manifest.json in {target}")
 
 
 @task(help={"unit": "only the fast unit tests", "k": "pytest -k expression"})

@@ -1,0 +1,195 @@
+"""Relocatable interpreter tarballs for CI runners, checked in clean containers and by setup-python's code."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cpforge import api, smoke
+from cpforge.engine import Engine
+from cpforge.provision import Provisioned, ProvisionError, provision
+from cpforge.report import EntryResult, Report
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.integration
+BASE_URL = "http://127.0.0.1:8999/py"
+ENTRIES = ["3.13-default-trixie-amd64", "3.13-freethreaded-trixie-amd64", "3.13-freethreaded-trixie-arm64"]
+
+
+@pytest.fixture(scope="session")
+def provisioned(
+    ctx: api.Context,
+    engine: Engine,
+    built_313: dict[str, EntryResult],
+    built_arm64: dict[str, EntryResult],
+    workdir: Path,
+) -> dict[str, Provisioned]:
+    specs = api.plan(ctx, filters=ENTRIES, profile="quick")
+    done = provision(engine, Report.load(ctx.report_path), specs, workdir / "dist", BASE_URL)
+    return {p.key.split("@")[0]: p for p in done}
+
+
+def tiny_wheel() -> bytes:
+    """A real, minimal pure-Python wheel (name cpforge_probe)."""
+    buf = io.BytesIO()
+    files = {
+        "cpforge_probe/__init__.py": "VALUE = 42\n",
+        "cpforge_probe-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: cpforge-probe\nVersion: 1.0\n",
+        "cpforge_probe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: cpforge\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = "".join(f"{n},,\n" for n in files) + "cpforge_probe-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in {**files, "cpforge_probe-1.0.dist-info/RECORD": record}.items():
+            z.writestr(name, text)
+    return buf.getvalue()
+
+
+CHECK = r"""
+set -euo pipefail
+d=$(mktemp -d /opt/unpacked.XXXXXX)
+tar -xzf /t/python.tar.gz -C "$d"
+"$d/bin/python3" -VV
+"$d/bin/python3" -B /t/smoke.py --modules "$MODULES" > /t/facts.json
+"$d/bin/pip3" --version
+"$d/bin/python3" -m pip install -q --no-index --no-cache-dir /t/cpforge_probe-1.0-py3-none-any.whl
+"$d/bin/python3" -c 'import cpforge_probe; assert cpforge_probe.VALUE == 42'
+"$d/bin/python3" -m venv /tmp/venv
+/tmp/venv/bin/python -c 'import ssl, sqlite3, ctypes, sys; print("venv ok", sys.prefix)'
+/tmp/venv/bin/pip --version
+mv "$d" /opt/moved-again
+/opt/moved-again/bin/python3 -c 'import sysconfig; print(sysconfig.get_config_var("INCLUDEPY"))'
+echo ALL-OK
+"""
+
+
+@pytest.mark.parametrize("entry", ["3.13-default-trixie-amd64", "3.13-freethreaded-trixie-amd64"])
+def test_tarball_runs_anywhere_in_a_clean_container(
+    engine: Engine, ctx: api.Context, entry: str, provisioned: dict[str, Provisioned]
+) -> None:
+    p = provisioned[entry]
+    spec = api.plan(ctx, filters=[entry], profile="quick")[0]
+    # The oldest distro the tarball claims (by its glibc): the bare base image, no build deps.
+    base = spec.base_image
+    res = engine.run(
+        base,
+        ["bash", "-c", CHECK],
+        files={
+            "t/python.tar.gz": p.path.read_bytes(),
+            "t/smoke.py": (ROOT / "scripts/smoke.py").read_bytes(),
+            "t/cpforge_probe-1.0-py3-none-any.whl": tiny_wheel(),
+        },
+        environment={"MODULES": ",".join(spec.smoke_modules)},
+        platform=spec.platform.name,
+    )
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert "ALL-OK" in res.stdout and "venv ok" in res.stdout
+    assert "/opt/moved-again/include/python3.13" in res.stdout  # sysconfig follows the move
+    facts_run = engine.run(
+        base,
+        ["bash", "-c", "d=$(mktemp -d) && tar -xzf /t/p.tgz -C $d && $d/bin/python3 -B /t/smoke.py --modules $MODULES"],
+        files={"t/p.tgz": p.path.read_bytes(), "t/smoke.py": (ROOT / "scripts/smoke.py").read_bytes()},
+        environment={"MODULES": ",".join(spec.smoke_modules)},
+        platform=spec.platform.name,
+    )
+    facts = json.loads(facts_run.stdout.strip().splitlines()[-1])
+    assert smoke.check(spec, facts) == []
+
+
+def test_metadata_and_checksums(provisioned: dict[str, Provisioned], workdir: Path) -> None:
+    ft = provisioned["3.13-freethreaded-trixie-amd64"].metadata
+    assert ft["python_abi_tag"] == "cp313t" and ft["python_exe"] == "bin/python3.13t"
+    assert ft["facts"]["gil_enabled"] is False and ft["facts"]["py_gil_disabled"] == 1
+    assert ft["source"]["sha256"] == "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+    assert "libssl.so.3" in ft["bundled_libraries"] and ft["glibc_min"].startswith("2.")
+    sums = (workdir / "dist" / "SHA256SUMS").read_text().splitlines()
+    for p in provisioned.values():
+        assert f"{p.sha256}  {p.filename}" in sums
+    arm = provisioned["3.13-freethreaded-trixie-arm64"]
+    assert arm.filename == "python-3.13.5-linux-trixie-arm64-freethreaded-quick.tar.gz"
+    assert arm.metadata["target_triple"] == "aarch64-unknown-linux-gnu"
+
+
+def test_arm64_tarball_runs_under_emulation(engine: Engine, provisioned: dict[str, Provisioned]) -> None:
+    p = provisioned["3.13-freethreaded-trixie-arm64"]
+    res = engine.run(
+        "cpforge/debian:trixie-arm64",
+        [
+            "bash",
+            "-c",
+            "d=$(mktemp -d) && tar -xzf /t/p.tgz -C $d && $d/bin/python3 -c "
+            "'import platform, ssl, sqlite3, sys; print(platform.machine(), sys._is_gil_enabled())'",
+        ],
+        files={"t/p.tgz": p.path.read_bytes()},
+        platform="linux/arm64",
+    )
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.split() == ["aarch64", "False"]
+
+
+def test_setup_python_tool_cache_resolves_the_manifest(
+    provisioned: dict[str, Provisioned], workdir: Path, tmp_path: Path
+) -> None:
+    npm = shutil.which("npm")
+    assert npm, "npm is required for this test (the real @actions/tool-cache is used)"
+    subprocess.run([npm, "init", "-y"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        [npm, "install", "--silent", "@actions/tool-cache@4"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    manifest = workdir / "dist" / "versions-manifest.json"
+    proc = subprocess.run(
+        [
+            "node",
+            str(ROOT / "tests/integration/data/find_manifest.mjs"),
+            str(tmp_path / "node_modules"),
+            str(manifest),
+            "13",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(proc.stdout.strip().splitlines()[-1])  # tool-cache prints ::debug:: lines first
+    assert found["3.13 x64"] == f"{BASE_URL}/python-3.13.5-linux-trixie-x64-quick.tar.gz"
+    assert found["3.13.5 x64"] == found["3.13 x64"]
+    assert found["3.13 x64-freethreaded"] == f"{BASE_URL}/python-3.13.5-linux-trixie-x64-freethreaded-quick.tar.gz"
+    assert found["3.13 arm64-freethreaded"] == f"{BASE_URL}/python-3.13.5-linux-trixie-arm64-freethreaded-quick.tar.gz"
+    assert found["3.12 x64"] is None
+    # a runner whose glibc is older than the tarball needs gets nothing rather than a broken interpreter
+    old = subprocess.run(
+        [
+            "node",
+            str(ROOT / "tests/integration/data/find_manifest.mjs"),
+            str(tmp_path / "node_modules"),
+            str(manifest),
+            "22.04",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(old.stdout.strip().splitlines()[-1])["3.13 x64"] is None
+
+
+def test_unbuilt_or_failed_entry_is_refused(
+    ctx: api.Context, engine: Engine, workdir: Path, built_313: dict[str, EntryResult]
+) -> None:
+    report = Report.load(ctx.report_path)
+    report.entries["3.13-jit-trixie-amd64@quick"].status = "failed"
+    specs = api.plan(ctx, filters=["3.13-jit-trixie-amd64", "3.14-default-trixie-amd64"], profile="quick")
+    with pytest.raises(ProvisionError) as err:
+        provision(engine, report, specs, workdir / "refused", BASE_URL)
+    assert "3.13-jit-trixie-amd64@quick: smoke test failed" in str(err.value)
+    assert "3.14-default-trixie-amd64@quick: not built" in str(err.value)
+    assert not (workdir / "refused").exists()
