@@ -178,6 +178,7 @@ def build(
     engine: str = "",
     matrix_file: str = "matrix.yaml",
     out: str = "build",
+    native: bool = False,
     locked: bool = False,
 ) -> None:
     """Build CPython images, smoke-test them, and tag only those that passed."""
@@ -189,7 +190,9 @@ def build(
         f"jobs={jobs}, engine {eng.url}; logs in {ctx.ws.logs}"
     )
     with Progress(total=len(specs)) as progress:
-        results = api.build(ctx, eng, specs, BuildOptions(jobs=jobs, keep_going=keep_going, nocache=no_cache), progress)
+        results = api.build(
+            ctx, eng, specs, BuildOptions(jobs=jobs, keep_going=keep_going, nocache=no_cache, native=native), progress
+        )
         elapsed = fmt_seconds(progress.elapsed)
     _summary(results, ctx.report_path, elapsed)
 

@@ -28,7 +28,7 @@ from . import render, smoke
 from .engine import Engine, context_tar
 from .errors import CpforgeError, RenderError
 from .lock import Lock, package_drift, packages_in
-from .matrix import BuildSpec
+from .matrix import BuildSpec, Platform
 from .progress import Progress, fmt_seconds
 from .report import EntryResult, Report
 from .sources import Sources
@@ -71,6 +71,7 @@ class BuildOptions:
     nocache: bool = False
     promote: bool = True  # tag images that passed (False: keep them untagged, e.g. for verify)
     lock: Lock | None = None  # --locked: installed package versions must equal the lock's
+    native: bool = False  # compile on the target platform itself (a native arm64 runner), never cross
 
 
 def git_revision(root: Path) -> str:
@@ -124,7 +125,7 @@ class Builder:
         self.sources.ensure_all([s.source for s in specs])
         for plat in sorted({s.platform for s in specs}, key=lambda p: p.name):
             base_images.check_emulation(plat)  # smoke tests of foreign platforms run under QEMU
-        needed = {(s.distro, p) for s in specs for p in (s.platform, s.build_platform)}
+        needed = {(s.distro, p) for s in specs for p in (s.platform, self._builder_platform(s))}
         for distro, plat in sorted(needed, key=lambda x: (x[0].name, x[1].name)):
             res = base_images.ensure(self.engine, distro, plat, self.ws.out / "base", self.progress.say)
             if res.how != "present":
@@ -197,7 +198,8 @@ class Builder:
                 artifact_image = self.engine.build(
                     ctx,
                     target="artifact",
-                    platform=spec.build_platform.name,
+                    platform=self._builder_platform(spec).name,
+                    buildargs={"BUILDER_ARCH": self._builder_platform(spec).arch},
                     nocache=self.options.nocache,
                     log=log,
                     on_line=self._watch(spec, "artifact"),
@@ -291,6 +293,9 @@ class Builder:
         self._announce(spec, res)
         return res
 
+    def _builder_platform(self, spec: BuildSpec) -> Platform:
+        return spec.platform if self.options.native else spec.build_platform
+
     def _package_drift(self, spec: BuildSpec, artifact_image: str, image: str) -> list[str]:
         lock = self.options.lock
         if lock is None:
@@ -298,7 +303,7 @@ class Builder:
         entry = lock.entries.get(spec.key, {})
         return package_drift(
             entry.get("builder_packages", {}),
-            packages_in(self.engine, artifact_image, spec.build_platform.name),
+            packages_in(self.engine, artifact_image, self._builder_platform(spec).name),
             "builder",
         ) + package_drift(
             entry.get("runtime_packages", {}), packages_in(self.engine, image, spec.platform.name), "runtime"
