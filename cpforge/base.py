@@ -46,11 +46,14 @@ def host_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(host_platform.machine(), host_platform.machine())
 
 
-def check_emulation(plat: Platform) -> None:
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+
+
+def check_emulation(plat: Platform, binfmt_dir: Path = BINFMT_DIR) -> None:
     """A foreign-architecture base needs binfmt + qemu-user-static with the F flag."""
     if plat.arch == host_arch():
         return
-    entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{plat.machine}")
+    entry = binfmt_dir / f"qemu-{plat.machine}"
     if not entry.exists():
         raise BaseImageError(
             f"{plat.name} containers cannot run here: no binfmt_misc registration for qemu-{plat.machine}",

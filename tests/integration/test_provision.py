@@ -148,38 +148,30 @@ def test_setup_python_tool_cache_resolves_the_manifest(
         timeout=600,
     )
     manifest = workdir / "dist" / "versions-manifest.json"
-    proc = subprocess.run(
-        [
-            "node",
-            str(ROOT / "tests/integration/data/find_manifest.mjs"),
-            str(tmp_path / "node_modules"),
-            str(manifest),
-            "13",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = json.loads(proc.stdout.strip().splitlines()[-1])  # tool-cache prints ::debug:: lines first
+
+    def resolve(os_version: str) -> dict[str, str | None]:
+        proc = subprocess.run(
+            [
+                "node",
+                str(ROOT / "tests/integration/data/find_manifest.mjs"),
+                str(tmp_path / "node_modules"),
+                str(manifest),
+                os_version,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))  # ::debug:: lines come first
+
+    found = resolve("13")
     assert found["3.13 x64"] == f"{BASE_URL}/python-3.13.5-linux-trixie-x64-quick.tar.gz"
     assert found["3.13.5 x64"] == found["3.13 x64"]
     assert found["3.13 x64-freethreaded"] == f"{BASE_URL}/python-3.13.5-linux-trixie-x64-freethreaded-quick.tar.gz"
     assert found["3.13 arm64-freethreaded"] == f"{BASE_URL}/python-3.13.5-linux-trixie-arm64-freethreaded-quick.tar.gz"
     assert found["3.12 x64"] is None
     # a runner whose glibc is older than the tarball needs gets nothing rather than a broken interpreter
-    old = subprocess.run(
-        [
-            "node",
-            str(ROOT / "tests/integration/data/find_manifest.mjs"),
-            str(tmp_path / "node_modules"),
-            str(manifest),
-            "22.04",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(old.stdout.strip().splitlines()[-1])["3.13 x64"] is None
+    assert resolve("22.04")["3.13 x64"] is None
 
 
 def test_unbuilt_or_failed_entry_is_refused(
