@@ -272,7 +272,10 @@ class Builder:
                     for tag in spec.tags:  # a tag means "passed": drop any stale one
                         if self.engine.image_id(tag) is not None:
                             self.engine.remove_image(tag)
-                self.engine.remove_image(image)
+                # The same bytes may already be a passing image under other tags (layer cache):
+                # only an image nobody else refers to is deleted.
+                if not self.engine.inspect_image(image).get("RepoTags"):
+                    self.engine.remove_image(image)
                 res.image_id = None
             else:
                 if self.options.promote:

@@ -111,7 +111,12 @@ class Engine:
 
     def pull(self, ref: str, platform: str) -> bool:
         """Try to pull; return False (never raise) when the registry cannot be reached."""
-        repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        if "@" in ref:
+            repo, _, tag = ref.partition("@")  # a digest reference: repo@sha256:...
+        elif ":" in ref.split("/")[-1]:
+            repo, _, tag = ref.rpartition(":")
+        else:
+            repo, tag = ref, "latest"
         try:
             for _ in self.api.pull(repo, tag=tag or "latest", platform=platform, stream=True, decode=True):
                 pass

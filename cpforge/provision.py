@@ -222,11 +222,9 @@ def _one(engine: Engine, report: Report, spec: BuildSpec, out: Path, epoch: int)
             if done.returncode != 0:
                 raise ProvisionError(f"patchelf failed on {path.relative_to(root)}: {done.stderr.strip()}")
         # 3. shebangs and sysconfig data
-        exe = next(
-            p.name
-            for p in sorted((root / "bin").iterdir())
-            if re.fullmatch(rf"python{re.escape(spec.minor)}t?", p.name)
-        )
+        exe = f"python{spec.minor}{'t' if spec.variant.freethreaded else ''}"
+        if not (root / "bin" / exe).is_file():
+            raise ProvisionError(f"{spec.key}: bin/{exe} is missing from the artifact")
         for script in sorted((root / "bin").iterdir()):
             if script.is_file() and not script.is_symlink():
                 head = script.read_bytes()[:128]

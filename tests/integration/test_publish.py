@@ -70,7 +70,7 @@ def published(
     built_arm64: dict[str, EntryResult],
     workdir: Path,
 ) -> dict[str, object]:
-    specs = api.plan(ctx, filters=["3.13-freethreaded-*"], profile="quick")
+    specs = api.plan(ctx, filters=["3.13-freethreaded-trixie-*"], profile="quick")
     first = publish(engine, Report.load(ctx.report_path), specs, f"{registry}/platform", out=workdir / "pub")
     second = publish(engine, Report.load(ctx.report_path), specs, f"{registry}/platform", out=workdir / "pub")
     return {"first": first, "second": second}
