@@ -190,9 +190,8 @@ def build(
         f"jobs={jobs}, engine {eng.url}; logs in {ctx.ws.logs}"
     )
     with Progress(total=len(specs)) as progress:
-        results = api.build(
-            ctx, eng, specs, BuildOptions(jobs=jobs, keep_going=keep_going, nocache=no_cache, native=native), progress
-        )
+        options = BuildOptions(jobs=jobs, keep_going=keep_going, nocache=no_cache, native=native)
+        results = api.build(ctx, eng, specs, options, progress, locked=locked)
         elapsed = fmt_seconds(progress.elapsed)
     _summary(results, ctx.report_path, elapsed)
 

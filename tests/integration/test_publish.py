@@ -212,7 +212,7 @@ def docker_config(tmp_path: Path, host: str, user: str, password: str) -> Path:
     import base64
 
     cfg = tmp_path / "docker-config"
-    cfg.mkdir()
+    cfg.mkdir(parents=True)
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     (cfg / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
     return cfg

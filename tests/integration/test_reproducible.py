@@ -39,7 +39,7 @@ def test_lock_pins_inputs_and_package_versions(locked: Lock, built_313: dict[str
         "scripts/install-build-deps.sh",
         "scripts/smoke.py",
     }
-    assert "gcc" in " ".join(entry["builder_packages"]) and "libssl3t64" in entry["runtime_packages"]
+    assert "gcc" in entry["builder_packages"] and "libssl3t64:amd64" in entry["runtime_packages"]
     assert entry["artifact_sha256"] == built_313["default"].artifact["sha256"]
     assert locked.bases["cpforge/debian:trixie-amd64"]["image_id"].startswith("sha256:")
     text = locked.path.read_text()
@@ -72,7 +72,7 @@ def test_locked_refuses_a_changed_script_byte(tmp_path: Path, ctx: api.Context, 
 def test_locked_refuses_a_changed_package_version_via_cli(tmp_path: Path, ctx: api.Context, locked: Lock) -> None:
     shutil.copy(ctx.matrix.path, tmp_path / "matrix.yaml")
     data = json.loads(locked.path.read_text())
-    data["entries"][f"{ENTRY}@quick"]["runtime_packages"]["libssl3t64"] = "0.0.1-cpforge-test"
+    data["entries"][f"{ENTRY}@quick"]["runtime_packages"]["libssl3t64:amd64"] = "0.0.1-cpforge-test"
     (tmp_path / "matrix.lock").write_text(json.dumps(data))
     proc = subprocess.run(
         [
@@ -97,7 +97,7 @@ def test_locked_refuses_a_changed_package_version_via_cli(tmp_path: Path, ctx: a
         timeout=600,
     )
     assert proc.returncode == 10, proc.stdout + proc.stderr
-    assert "libssl3t64=0.0.1-cpforge-test" in proc.stderr
+    assert "libssl3t64:amd64=0.0.1-cpforge-test" in proc.stderr
     assert not (tmp_path / "out" / "report.json").exists()
 
 
