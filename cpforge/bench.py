@@ -173,7 +173,7 @@ def emulated_partial(
     t1 = time.monotonic()
     result = engine.run(
         builder_image,
-        ["/tmp/cpforge-build", spec.version, *spec.configure_flags],
+        ["bash", "/tmp/cpforge-build", spec.version, *spec.configure_flags],
         files={
             "tmp/cpforge-build": (ctx.ws.scripts / "build-cpython.sh").read_bytes(),
             f"usr/src/{spec.source.filename}": fetched.path.read_bytes(),
