@@ -31,27 +31,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serve_registry(root: Path, auth: str = "") -> tuple[str, subprocess.Popen[bytes]]:
+    """Start Debian's docker-registry on a free loopback port; return its address and process."""
     binary = shutil.which("docker-registry")
     assert binary, "Debian's docker-registry is required: apt-get install docker-registry"
-    root = tmp_path_factory.mktemp("registry")
     port = free_port()
     (root / "config.yml").write_text(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
     )
     proc = subprocess.Popen(
-        [binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=open(root / "log", "w")
+        [binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     for _ in range(50):
         try:
-            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                break
+            requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            break
         except requests.exceptions.ConnectionError:
             time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
+    return f"127.0.0.1:{port}", proc
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    address, proc = serve_registry(tmp_path_factory.mktemp("registry"))
+    yield address
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -184,26 +189,12 @@ def test_publish_refuses_moving_an_exact_tag_without_force(
 @pytest.fixture(scope="session")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bcrypt = pytest.importorskip("bcrypt")  # a dev dependency; skipping here is a visible 's' in the summary
-    binary = shutil.which("docker-registry")
-    assert binary
     root = tmp_path_factory.mktemp("auth-registry")
     (root / "htpasswd").write_text("alice:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=5)).decode() + "\n")
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: cpforge-test\n    path: {root / 'htpasswd'}\n"
+    address, proc = serve_registry(
+        root, f"auth:\n  htpasswd:\n    realm: cpforge-test\n    path: {root / 'htpasswd'}\n"
     )
-    proc = subprocess.Popen(
-        [binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(50):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
-            break
-        except requests.exceptions.ConnectionError:
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
+    yield address
     proc.terminate()
     proc.wait(timeout=10)
 
