@@ -13,7 +13,6 @@ Order of work for a plan (every check that can refuse happens before anything is
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import threading
 import time
@@ -31,7 +30,7 @@ from .lock import Lock, package_drift, packages_in
 from .matrix import BuildSpec, Platform
 from .progress import Progress, fmt_seconds
 from .report import EntryResult, Report
-from .sources import Sources
+from .sources import Sources, sha256_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,12 +81,17 @@ def git_revision(root: Path) -> str:
     return out.stdout.strip() or "unknown"
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def blank_result(spec: BuildSpec, ws: Workspace) -> EntryResult:
+    """A report line for ``spec`` before anything is known about its build."""
+    return EntryResult(
+        key=spec.key,
+        id=spec.id,
+        profile=spec.profile.name,
+        version=spec.version,
+        variant=spec.variant.name,
+        platform=spec.platform.name,
+        log=str(ws.log_path(spec)),
+    )
 
 
 class Builder:
@@ -146,7 +150,7 @@ class Builder:
 
     def _guarded(self, spec: BuildSpec) -> EntryResult:
         if self._failed.is_set() and not self.options.keep_going:
-            res = self._blank(spec)
+            res = blank_result(spec, self.ws)
             res.status = "skipped"
             res.problems = ["not built: an earlier entry failed (use --keep-going to build the rest)"]
             self.progress.done(spec.key, False, "skipped (an earlier entry failed)")
@@ -157,17 +161,6 @@ class Builder:
             self._failed.set()
         return res
 
-    def _blank(self, spec: BuildSpec) -> EntryResult:
-        return EntryResult(
-            key=spec.key,
-            id=spec.id,
-            profile=spec.profile.name,
-            version=spec.version,
-            variant=spec.variant.name,
-            platform=spec.platform.name,
-            log=str(self.ws.log_path(spec)),
-        )
-
     def _record(self, res: EntryResult) -> None:
         with self._report_lock:
             self.report.update(res)
@@ -176,7 +169,7 @@ class Builder:
     # ------------------------------------------------------------------ one entry
 
     def build_one(self, spec: BuildSpec) -> EntryResult:
-        res = self._blank(spec)
+        res = blank_result(spec, self.ws)
         previous = self.report.entries.get(spec.key)
         logpath = self.ws.log_path(spec)
         logpath.parent.mkdir(parents=True, exist_ok=True)
@@ -216,13 +209,13 @@ class Builder:
                     and previous.artifact_image_id == artifact_image
                     and tarball.exists()
                     and packages.exists()
-                    and previous.artifact.get("sha256") == sha256_of(tarball)
+                    and previous.artifact.get("sha256") == sha256_file(tarball)
                 )
                 if not reuse:
                     self.progress.step(spec.key, "copying the artifact out")
                     self.engine.copy_out(artifact_image, "/artifact/cpython.tar", tarball)
                     self.engine.copy_out(artifact_image, "/artifact/runtime-packages.txt", packages)
-                res.artifact = {"path": str(tarball), "sha256": sha256_of(tarball), "bytes": tarball.stat().st_size}
+                res.artifact = {"path": str(tarball), "sha256": sha256_file(tarball), "bytes": tarball.stat().st_size}
                 res.runtime_packages = packages.read_text().split()
 
                 # c. runtime image from the artifact
@@ -347,28 +340,14 @@ def smoke_only(
         prev = report.entries.get(spec.key)
         image = (prev.image_id if prev and prev.image_id else None) or engine.image_id(spec.tags[0])
         if image is None or engine.image_id(image) is None:
-            res = prev or EntryResult(
-                key=spec.key,
-                id=spec.id,
-                profile=spec.profile.name,
-                version=spec.version,
-                variant=spec.variant.name,
-                platform=spec.platform.name,
-            )
+            res = prev or blank_result(spec, ws)
             progress.done(spec.key, False, "no built image (run `invoke build` first)")
             out.append(res)
             continue
         progress.start(spec.key, "smoke test")
         sm = smoke.run(engine, image, spec, ws.scripts / "smoke.py", log=ws.log_path(spec))
-        res = prev or EntryResult(
-            key=spec.key,
-            id=spec.id,
-            profile=spec.profile.name,
-            version=spec.version,
-            variant=spec.variant.name,
-            platform=spec.platform.name,
-            image_id=image,
-        )
+        res = prev or blank_result(spec, ws)
+        res.image_id = res.image_id or image
         res.facts, res.problems, res.reused = sm.facts, sm.problems, False
         res.smoke_inputs = smoke.inputs_digest(spec, ws.scripts / "smoke.py")
         res.durations["smoke"] = sm.seconds
