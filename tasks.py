@@ -226,11 +226,25 @@ def smoke(
     _summary(results, ctx.report_path, elapsed)
 
 
+def _bench_speed(matrix_file: str, out: str, engine: str) -> None:
+    from cpforge import speed
+
+    ctx = _ctx(matrix_file, out)
+    eng = Engine.connect(engine or None)
+    res = speed.speed(eng, ctx.matrix, Report.load(ctx.report_path), ctx.ws.out, ctx.ws.scripts)
+    for name, value in res.ratios.items():
+        print(f"  {name}: {value}")
+    for note in res.notes:
+        print(f"  note: {note}")
+    print(f"results: {ctx.ws.out / 'bench' / 'speed.json'}, speed.md, speed.html")
+
+
 @task(
     positional=["what"],
     help={
         **OUT_HELP,
-        "what": "which benchmark: build",
+        "what": "which benchmark: build (amd64 vs arm64 build times) or speed (interpreter speed, "
+        "free-threading, JIT, image sizes, against Debian's own build)",
         "filter": "glob on entry ids; give one variant for both platforms, e.g. '3.13-freethreaded-*'",
         "profile": "build profile (default: the matrix's default)",
         "emulate_seconds": "also run the arm64 build fully emulated under QEMU for at most this long (0: skip)",
@@ -252,8 +266,11 @@ def bench(
     """Benchmarks (ratios from one run, written as JSON under build/bench/): `invoke bench build …`."""
     from cpforge import bench as benchmarks
 
+    if what == "speed":
+        _bench_speed(matrix_file, out, engine)
+        return
     if what != "build":
-        raise Exit(f"cpforge: unknown benchmark {what!r}; available: build", code=2)
+        raise Exit(f"cpforge: unknown benchmark {what!r}; available: build, speed", code=2)
     ctx = _ctx(matrix_file, out)
     specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
     eng = Engine.connect(engine or None)

@@ -8,6 +8,7 @@ slim rootfs from a Debian mirror with mmdebstrap and import it with the right pl
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform as host_platform
 import shutil
@@ -32,6 +33,18 @@ SLIM_DPKG_OPTS = (
     "path-exclude=/usr/share/lintian/*",
 )
 BASE_EPOCH = 1749600000
+# Beyond minbase: CA certificates and /etc/services, which every Python image needs. They live in
+# the base because ca-certificates' postinst (update-ca-certificates) takes over a minute under QEMU
+# and its output does not depend on the architecture.
+BASE_INCLUDE = ("ca-certificates", "netbase")
+RECIPE_LABEL = "io.cpforge.base.recipe"
+SUITE_LABEL = "io.cpforge.base.suite"
+
+
+def recipe(distro: Distro) -> str:
+    """A short digest of everything that shapes a bootstrapped base; a base with another is rebuilt."""
+    text = "\n".join([distro.suite, distro.mirror, str(BASE_EPOCH), *SLIM_DPKG_OPTS, *BASE_INCLUDE])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,11 @@ def ensure(
     start = time.monotonic()
     existing = engine.image_id(ref)
     if existing and not force_bootstrap:
-        return BaseResult(ref, existing, "present", 0.0)
+        labels = engine.image_labels(existing)
+        # A pulled base is kept; one cpforge bootstrapped must match today's recipe.
+        if SUITE_LABEL not in labels or labels.get(RECIPE_LABEL) == recipe(distro):
+            return BaseResult(ref, existing, "present", 0.0)
+        log(f"… {ref}: bootstrapped by an older recipe; bootstrapping it again")
     if distro.pull and not force_bootstrap:
         log(f"… {ref}: trying to pull {distro.pull} ({plat.name})")
         if engine.pull(distro.pull, plat.name):
@@ -110,6 +127,7 @@ def bootstrap(engine: Engine, distro: Distro, plat: Platform, workdir: Path, log
         cmd = [
             mmdebstrap,
             "--variant=minbase",
+            f"--include={','.join(BASE_INCLUDE)}",
             f"--architectures={plat.arch}",
             "--mode=root" if os.geteuid() == 0 else "--mode=unshare",
             *[f"--dpkgopt={o}" for o in SLIM_DPKG_OPTS],
@@ -135,6 +153,10 @@ def bootstrap(engine: Engine, distro: Distro, plat: Platform, workdir: Path, log
                 platform=plat.name,
                 tag=ref,
                 log=lf,
-                labels={"io.cpforge.base.suite": distro.suite, "io.cpforge.base.mirror": distro.mirror},
+                labels={
+                    SUITE_LABEL: distro.suite,
+                    "io.cpforge.base.mirror": distro.mirror,
+                    RECIPE_LABEL: recipe(distro),
+                },
             )
     return image_id

@@ -204,17 +204,20 @@ class Builder:
                 adir = self.ws.artifact_dir(spec)
                 tarball = adir / "cpython.tar"
                 packages = adir / "runtime-packages.txt"
+                debs = adir / "runtime-debs.txt"
                 reuse = (
                     previous is not None
                     and previous.artifact_image_id == artifact_image
                     and tarball.exists()
                     and packages.exists()
+                    and debs.exists()
                     and previous.artifact.get("sha256") == sha256_file(tarball)
                 )
                 if not reuse:
                     self.progress.step(spec.key, "copying the artifact out")
                     self.engine.copy_out(artifact_image, "/artifact/cpython.tar", tarball)
                     self.engine.copy_out(artifact_image, "/artifact/runtime-packages.txt", packages)
+                    self.engine.copy_out(artifact_image, "/artifact/runtime-debs.txt", debs)
                 res.artifact = {"path": str(tarball), "sha256": sha256_file(tarball), "bytes": tarball.stat().st_size}
                 res.runtime_packages = packages.read_text().split()
 
@@ -226,6 +229,7 @@ class Builder:
                     {
                         "Dockerfile": self.renderer.runtime_dockerfile(spec).encode(),
                         "cpython.tar": tarball,
+                        "runtime-debs.txt": debs,
                     }
                 )
                 image = self.engine.build(

@@ -12,6 +12,7 @@ import io
 import re
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,9 @@ class Engine:
     def inspect_image(self, ref: str) -> dict[str, Any]:
         return dict(self.api.inspect_image(ref))
 
+    def image_labels(self, ref: str) -> dict[str, str]:
+        return dict((self.inspect_image(ref).get("Config") or {}).get("Labels") or {})
+
     def tag(self, image_id: str, ref: str) -> None:
         repo, _, tag = ref.rpartition(":")
         self.api.tag(image_id, repo, tag, force=True)
@@ -169,6 +173,7 @@ class Engine:
         """Build from a tar context; stream the log to ``log``; return the image id."""
         image_id: str | None = None
         last: list[str] = []
+        began = time.monotonic()
         try:
             stream: Iterator[dict[str, Any]] = self.api.build(
                 fileobj=context,
@@ -195,7 +200,9 @@ class Engine:
                     raise BuildError(f"docker build failed: {msg}\n--- last lines ---\n{tail}")
                 text = chunk.get("stream") or chunk.get("status") or ""
                 if text:
-                    log.write(text)
+                    # Stamp each Dockerfile step with the time since the build began: the log then
+                    # shows where the time went.
+                    log.write(f"[{time.monotonic() - began:7.1f}s] {text}" if text.startswith("Step ") else text)
                     last.append(text if text.endswith("\n") else text + "\n")
                     del last[:-40]
                     if on_line:

@@ -46,7 +46,11 @@ DERIVED_FLAGS = {
     "--prefix": "cpforge installs into /usr/local; remove the flag",
     "--host": "cpforge sets --host for cross builds; remove the flag",
     "--build": "cpforge sets --build; remove the flag",
+    "--enable-shared": "set `shared: true` on the profile instead (cpforge then relinks python with an rpath)",
 }
+# A compiler or linker flag for cflags-nodist / ldflags-nodist: one token, no shell metacharacters.
+CC_FLAG_RE = re.compile(r"^-[A-Za-z0-9][A-Za-z0-9_=,.+:/-]*$")
+FRAME_POINTER_FLAGS = ("-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer")
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,6 +123,9 @@ class Distro:
     suite: str
     mirror: str
     pull: str | None = None  # registry image tried before bootstrapping, e.g. debian:trixie-slim
+    # Built only when a filter names it (e.g. `*-bullseye-*`): an old distro for portable CI
+    # interpreters stays out of `build --matrix` and of globs like `3.13-*-amd64`.
+    opt_in: bool = False
 
     def base_image(self, platform: Platform) -> str:
         return f"cpforge/debian:{self.suite}-{platform.arch}"
@@ -129,6 +136,20 @@ class Profile:
     name: str
     configure: tuple[str, ...] = ()
     tag_suffix: str = ""
+    shared: bool = False  # --enable-shared, with `python` relinked to find libpython via $ORIGIN/../lib
+    frame_pointers: bool = False  # -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer
+    cflags_nodist: tuple[str, ...] = ()  # CPython's own objects only: never leaks into extension builds
+    ldflags_nodist: tuple[str, ...] = ()
+
+    def build_flags(self) -> tuple[str, ...]:
+        """The configure arguments this profile adds: its flags, then derived ones."""
+        cflags = (*(FRAME_POINTER_FLAGS if self.frame_pointers else ()), *self.cflags_nodist)
+        return (
+            *self.configure,
+            *(("--enable-shared",) if self.shared else ()),
+            *((f"CFLAGS_NODIST={' '.join(cflags)}",) if cflags else ()),
+            *((f"LDFLAGS_NODIST={' '.join(self.ldflags_nodist)}",) if self.ldflags_nodist else ()),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +191,7 @@ class BuildSpec:
 
     @property
     def configure_flags(self) -> tuple[str, ...]:
-        return (*self.variant.flags, *self.profile.configure)
+        return (*self.variant.flags, *self.profile.build_flags())
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -254,14 +275,21 @@ def select(
     filters: Iterable[str] = (),
     platforms: Iterable[str] = (),
 ) -> list[BuildSpec]:
-    """Entries whose id matches any glob in ``filters`` (all if none) and any platform given."""
+    """Entries whose id matches any glob in ``filters`` (all if none) and any platform given.
+
+    Entries of an opt-in distro match only a glob that names the distro (``-<name>-``)."""
     pats = list(filters)
     plats = list(platforms)
-    out = [
-        s
-        for s in specs
-        if (not pats or any(fnmatch.fnmatchcase(s.id, p) for p in pats)) and (not plats or s.platform.name in plats)
-    ]
+
+    def wanted(s: BuildSpec) -> bool:
+        globs = [p for p in pats if f"-{s.distro.name}-" in p] if s.distro.opt_in else pats
+        if s.distro.opt_in and not globs:
+            return False
+        return (not globs or any(fnmatch.fnmatchcase(s.id, p) for p in globs)) and (
+            not plats or s.platform.name in plats
+        )
+
+    out = [s for s in specs if wanted(s)]
     if not out:
         ids = ", ".join(sorted({s.id for s in specs})[:6])
         raise SelectionError(
@@ -365,6 +393,21 @@ def _flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
 
     return _str_list(ctx, node, what, check)
 
+
+def _cc_flag_check(ctx: _Ctx, what: str) -> Callable[[yaml.Node, str], None]:
+    def check(item: yaml.Node, flag: str) -> None:
+        if not CC_FLAG_RE.match(flag):
+            raise ctx.fail(
+                item,
+                f"compiler flag {flag!r} in {what} is not a single `-flag` token",
+                "write one flag per list item, e.g. `-fstack-protector-strong` or `-Wl,-z,now`; "
+                "no spaces, quotes or shell metacharacters",
+            )
+
+    return check
+
+
+PROFILE_KEYS = ("configure", "tag-suffix", "shared", "frame-pointers", "cflags-nodist", "ldflags-nodist")
 
 TOP_KEYS = (
     "repository",
@@ -536,7 +579,7 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
         raise ctx.fail(dmap, "distros must be a mapping of name → options", "e.g. `trixie: {suite: trixie}`")
     for k, v in dmap.value:
         name = _match(ctx, k, _scalar(ctx, k, "distro name"), NAME_RE, "distro name", "use lower-case letters")
-        m = _mapping(ctx, v, f"distro `{name}`", ("suite", "mirror", "pull"), required=("suite",))
+        m = _mapping(ctx, v, f"distro `{name}`", ("suite", "mirror", "pull", "opt-in"), required=("suite",))
         suite = _match(
             ctx,
             m["suite"][1],
@@ -565,7 +608,8 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
                 "pull",
                 "an image reference like debian:trixie-slim",
             )
-        distros.append(Distro(name=name, suite=suite, mirror=mirror, pull=pull))
+        opt_in = _bool(ctx, m["opt-in"][1], f"distro `{name}` opt-in") if "opt-in" in m else False
+        distros.append(Distro(name=name, suite=suite, mirror=mirror, pull=pull, opt_in=opt_in))
 
     # profiles -------------------------------------------------------------------------------
     profiles: list[Profile] = []
@@ -577,7 +621,7 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
         if isinstance(v, yaml.ScalarNode) and v.value in ("", "~", "null"):
             profiles.append(Profile(name=name))
             continue
-        m = _mapping(ctx, v, f"profile `{name}`", ("configure", "tag-suffix"))
+        m = _mapping(ctx, v, f"profile `{name}`", PROFILE_KEYS)
         conf = _flags(ctx, m["configure"][1], f"profile `{name}`") if "configure" in m else ()
         sfx = ""
         if "tag-suffix" in m:
@@ -589,7 +633,26 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
                 "tag-suffix",
                 "e.g. `-quick`",
             )
-        profiles.append(Profile(name=name, configure=conf, tag_suffix=sfx))
+        cc = {
+            key: _str_list(ctx, m[key][1], f"profile `{name}` {key}", _cc_flag_check(ctx, f"profile `{name}` {key}"))
+            for key in ("cflags-nodist", "ldflags-nodist")
+            if key in m
+        }
+        profiles.append(
+            Profile(
+                name=name,
+                configure=conf,
+                tag_suffix=sfx,
+                shared=_bool(ctx, m["shared"][1], f"profile `{name}` shared") if "shared" in m else False,
+                frame_pointers=(
+                    _bool(ctx, m["frame-pointers"][1], f"profile `{name}` frame-pointers")
+                    if "frame-pointers" in m
+                    else False
+                ),
+                cflags_nodist=cc.get("cflags-nodist", ()),
+                ldflags_nodist=cc.get("ldflags-nodist", ()),
+            )
+        )
 
     # sources --------------------------------------------------------------------------------
     mirrors: tuple[str, ...] = ("https://www.python.org/ftp/python",)

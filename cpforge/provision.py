@@ -377,6 +377,24 @@ def compatible_platform_versions(glibc_min: str) -> list[str]:
     return [v for v, have in RUNNER_GLIBC if have >= need]
 
 
+def newest_per_runner(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One file per (arch, platform_version): the build with the newest glibc that still runs there.
+
+    A trixie build (newer OpenSSL, SQLite, …) serves Debian 13 and Ubuntu 24.04; a bullseye build of
+    the same release serves the older runners only. setup-python takes the first match, so ties
+    would be ambiguous."""
+
+    def glibc(f: dict[str, Any]) -> tuple[int, ...]:
+        return tuple(int(x) for x in str(f.get("glibc_min", "0.0")).split("."))
+
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in files:
+        k = (f["arch"], f["platform_version"])
+        if k not in best or glibc(f) > glibc(best[k]):
+            best[k] = f
+    return sorted(best.values(), key=lambda f: (f["arch"], f["platform_version"], f["filename"]))
+
+
 def _write_manifest(out: Path, done: Sequence[Provisioned], base_url: str) -> None:
     path = out / "versions-manifest.json"
     releases: dict[str, dict[str, Any]] = {}
@@ -395,9 +413,10 @@ def _write_manifest(out: Path, done: Sequence[Provisioned], base_url: str) -> No
                     "platform": "linux",
                     "platform_version": pv,
                     "download_url": f"{base_url.rstrip('/')}/{p.filename}",
+                    "glibc_min": p.metadata["glibc_min"],
                 }
             )
-        rel["files"].sort(key=lambda f: (f["arch"], f["platform_version"], f["filename"]))
+        rel["files"] = newest_per_runner(rel["files"])
 
     def key(v: str) -> tuple[int, ...]:
         return tuple(int(x) for x in re.findall(r"\d+", v))

@@ -182,6 +182,7 @@ def publish(
     dry_run: bool = False,
     force: bool = False,
     insecure: bool = False,
+    push_attempts: int = 3,
     say: Callable[[str], None] = print,
 ) -> PublishResult:
     host, ns = parse_reference(target)
@@ -267,7 +268,7 @@ def publish(
             ref = f"{host}/{repo}:{exact}"
             engine.tag(c.image_id, ref)
             say(f"… pushing {c.spec.key} → {ref}")
-            engine.push(ref, auth)
+            engine.push(ref, auth, retries=push_attempts)
             result.pushed.append(exact)
         if dry_run and remote is None:
             continue

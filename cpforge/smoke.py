@@ -64,7 +64,24 @@ def expectations(spec: BuildSpec) -> list[Expectation]:
         Expectation("threads_ok", "threaded workload", lambda v: v is True, "True"),
         Expectation("pyc_files", ".pyc files shipped under the prefix", lambda v: v == 0, "0"),
         Expectation("test_dirs", "test directories shipped under the prefix", lambda v: v == [], "none"),
+        Expectation("ldd_missing", "shared libraries ldd cannot find", lambda v: v == [], "none"),
+        Expectation("llvm_files", "LLVM or clang in the runtime image", lambda v: v == [], "none"),
+        Expectation(
+            "py_enable_shared",
+            "sysconfig Py_ENABLE_SHARED",
+            lambda v: v == (1 if spec.profile.shared else 0),
+            str(1 if spec.profile.shared else 0),
+        ),
     ]
+    if spec.profile.shared:
+        exp.append(
+            Expectation(
+                "libpython_mapped",
+                "libpython loaded from the prefix",
+                lambda v: isinstance(v, list) and len(v) == 1 and v[0].startswith("/usr/local/lib/libpython"),
+                "['/usr/local/lib/libpython…']",
+            )
+        )
     if spec.variant.jit == "yes" and not ft:
         # A JIT built with `yes` is on by default; free-threaded builds report whatever is true.
         exp.append(Expectation("jit_enabled", "JIT enabled by default", lambda v: v is True, "True"))

@@ -50,4 +50,5 @@ if ! apt-get install -y --no-install-recommends "${packages[@]}"; then
     fi
     exit 1
 fi
+apt-get clean
 rm -rf /var/lib/apt/lists/*

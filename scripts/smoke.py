@@ -99,6 +99,15 @@ def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, s
     return proc.returncode, proc.stdout.strip(), proc.stderr.strip()
 
 
+def elf_linked(path: str) -> bool:
+    """An executable or shared object (not a relocatable .o, which ldd cannot inspect)."""
+    with open(path, "rb") as f:
+        head = f.read(18)
+    if head[:4] != b"\x7fELF" or len(head) < 18:
+        return False
+    return int.from_bytes(head[16:18], "little" if head[5] == 1 else "big") in (2, 3)  # ET_EXEC, ET_DYN
+
+
 def elf_machine(path: str) -> str | None:
     with open(path, "rb") as f:
         head = f.read(20)
@@ -170,11 +179,39 @@ def main() -> None:
 
     pyc = 0
     test_dirs = []
+    elves = []
     for root, dirs, files in os.walk(sys.prefix):
         pyc += sum(1 for f in files if f.endswith((".pyc", ".pyo")))
         test_dirs += [os.path.join(root, d) for d in dirs if d in ("test", "tests", "idle_test")]
+        for f in files:
+            path = os.path.join(root, f)
+            if not os.path.islink(path) and elf_linked(path):
+                elves.append(path)
     facts["pyc_files"] = pyc
     facts["test_dirs"] = sorted(test_dirs)[:20]
+
+    # Every ELF file's shared libraries resolve (ldd: the real dynamic loader, no LD_LIBRARY_PATH).
+    facts["elf_files"] = len(elves)
+    rc, out, err = run(["ldd", *sorted(elves)], clean_env) if elves else (0, "", "")
+    missing = []
+    current = ""
+    for line in out.splitlines():
+        if line.endswith(":") and not line.startswith(("\t", " ")):
+            current = line[:-1]
+        elif "not found" in line:
+            missing.append(f"{current}: {line.strip()}")
+    facts["ldd_missing"] = missing[:20] if (rc == 0 or missing) else [f"ldd failed: {err[-500:]}"]
+    facts["py_enable_shared"] = sysconfig.get_config_var("Py_ENABLE_SHARED")
+    with open("/proc/self/maps") as maps:
+        facts["libpython_mapped"] = sorted({ln.split()[-1] for ln in maps if "libpython" in ln and "/" in ln})
+    # No compiler toolchain at run time: the JIT's stencils were baked in at build time.
+    facts["llvm_files"] = sorted(
+        os.path.join(d, f)
+        for d in ("/usr/lib", f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or ''}", "/usr/bin")
+        if os.path.isdir(d)
+        for f in os.listdir(d)
+        if f.startswith(("libLLVM", "libclang", "clang", "llvm-"))
+    )
     print(json.dumps(facts, sort_keys=True))
 
 

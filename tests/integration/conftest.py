@@ -73,6 +73,16 @@ def image_refs(engine: Engine) -> set[str]:
 
 
 ARM64_ENTRIES = ["3.13-freethreaded-trixie-arm64"]
+BULLSEYE_ENTRY = "3.13-default-bullseye-amd64"
+
+
+@pytest.fixture(scope="session")
+def built_bullseye(ctx: api.Context, engine: Engine) -> EntryResult:
+    """3.13 default on Debian bullseye (glibc 2.31): the portable build CI runners are provisioned from."""
+    specs = api.plan(ctx, filters=[BULLSEYE_ENTRY], profile="quick")
+    with Progress(total=len(specs), heartbeat=60) as progress:
+        (result,) = api.build(ctx, engine, specs, BuildOptions(jobs=1, keep_going=True), progress)
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,12 @@ from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
 BASE_URL = "http://127.0.0.1:8999/py"
-ENTRIES = ["3.13-default-trixie-amd64", "3.13-freethreaded-trixie-amd64", "3.13-freethreaded-trixie-arm64"]
+ENTRIES = [
+    "3.13-default-trixie-amd64",
+    "3.13-freethreaded-trixie-amd64",
+    "3.13-freethreaded-trixie-arm64",
+    "3.13-default-bullseye-amd64",
+]
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +34,7 @@ def provisioned(
     engine: Engine,
     built_313: dict[str, EntryResult],
     built_arm64: dict[str, EntryResult],
+    built_bullseye: EntryResult,
     workdir: Path,
 ) -> dict[str, Provisioned]:
     specs = api.plan(ctx, filters=ENTRIES, profile="quick")
@@ -70,7 +76,9 @@ echo ALL-OK
 """
 
 
-@pytest.mark.parametrize("entry", ["3.13-default-trixie-amd64", "3.13-freethreaded-trixie-amd64"])
+@pytest.mark.parametrize(
+    "entry", ["3.13-default-trixie-amd64", "3.13-freethreaded-trixie-amd64", "3.13-default-bullseye-amd64"]
+)
 def test_tarball_runs_anywhere_in_a_clean_container(
     engine: Engine, ctx: api.Context, entry: str, provisioned: dict[str, Provisioned]
 ) -> None:
@@ -109,6 +117,9 @@ def test_metadata_and_checksums(provisioned: dict[str, Provisioned], workdir: Pa
     assert ft["facts"]["gil_enabled"] is False and ft["facts"]["py_gil_disabled"] == 1
     assert ft["source"]["sha256"] == "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
     assert "libssl.so.3" in ft["bundled_libraries"] and ft["glibc_min"].startswith("2.")
+    # Built on bullseye, the tarball needs no newer glibc than Ubuntu 22.04 / Debian 11 have.
+    old = provisioned["3.13-default-bullseye-amd64"].metadata
+    assert tuple(map(int, old["glibc_min"].split("."))) <= (2, 31) < tuple(map(int, ft["glibc_min"].split(".")))
     sums = (workdir / "dist" / "SHA256SUMS").read_text().splitlines()
     for p in provisioned.values():
         assert f"{p.sha256}  {p.filename}" in sums
@@ -170,8 +181,12 @@ def test_setup_python_tool_cache_resolves_the_manifest(
     assert found["3.13 x64-freethreaded"] == f"{BASE_URL}/python-3.13.5-linux-trixie-x64-freethreaded-quick.tar.gz"
     assert found["3.13 arm64-freethreaded"] == f"{BASE_URL}/python-3.13.5-linux-trixie-arm64-freethreaded-quick.tar.gz"
     assert found["3.12 x64"] is None
-    # a runner whose glibc is older than the tarball needs gets nothing rather than a broken interpreter
-    assert resolve("22.04")["3.13 x64"] is None
+    # Older runners get the bullseye build (glibc 2.31); a runner whose glibc is older than any
+    # tarball of a variant needs gets nothing rather than a broken interpreter.
+    old = resolve("22.04")
+    assert old["3.13 x64"] == f"{BASE_URL}/python-3.13.5-linux-bullseye-x64-quick.tar.gz"
+    assert old["3.13 x64-freethreaded"] is None
+    assert resolve("11")["3.13 x64"] == old["3.13 x64"]
 
 
 def test_unbuilt_or_failed_entry_is_refused(

@@ -16,9 +16,12 @@ import requests
 
 from cpforge import api
 from cpforge.engine import Engine
+from cpforge.errors import EngineError
 from cpforge.publish import PublishError, publish
 from cpforge.registry import RegistryError
 from cpforge.report import EntryResult, Report
+
+from .faults import CuttingProxy
 
 pytestmark = pytest.mark.integration
 LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -234,3 +237,52 @@ def test_credentials_from_docker_config(
         timeout=10,
     )
     assert r.status_code == 200 and r.json()["manifests"][0]["platform"]["architecture"] == "amd64"
+
+
+def _blobs_present(registry: str, repo: str, ref: str) -> bool:
+    """Every manifest an index lists, and every blob those manifests name, is in the registry."""
+    status, body, _ = manifest(registry, repo, ref)
+    assert status == 200 and body["mediaType"] == LIST
+    for m in body["manifests"]:
+        s, image, _ = manifest(registry, repo, m["digest"])
+        if s != 200:
+            return False
+        for blob in [image["config"], *image["layers"]]:
+            r = requests.head(f"http://{registry}/v2/{repo}/blobs/{blob['digest']}", timeout=10)
+            if r.status_code != 200:
+                return False
+    return True
+
+
+def test_push_interrupted_halfway_is_retried(
+    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_313: dict[str, EntryResult]
+) -> None:
+    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    # The first connection that uploads more than 1 MiB is reset mid-body (a layer is tens of MB).
+    with CuttingProxy(registry, cut_after=1 << 20, cuts=1) as proxy:
+        res = publish(engine, Report.load(ctx.report_path), specs, f"{proxy.address}/flaky", out=workdir / "pub-f")
+        assert proxy.cut == 1  # the fault really happened
+    assert res.pushed == ["3.13.5-default-trixie-amd64-quick"]
+    assert manifest(registry, "flaky/python", "3.13.5-default-trixie-amd64-quick")[1]["config"]["digest"] == (
+        built_313["default"].image_id
+    )
+    assert _blobs_present(registry, "flaky/python", "3.13.5-default-trixie-quick")
+
+
+def test_push_that_keeps_failing_writes_no_index_and_a_rerun_completes(
+    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_313: dict[str, EntryResult]
+) -> None:
+    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    with CuttingProxy(registry, cut_after=1 << 20, cuts=None) as proxy:
+        target = f"{proxy.address}/broken"
+        with pytest.raises(EngineError, match=r"push of .*broken/python:3\.13\.5-default-trixie-amd64-quick failed"):
+            # one attempt of ours (the daemon itself retries each layer 5 times)
+            publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-b", push_attempts=1)
+        assert proxy.cut >= 1
+        # nothing points at what is not there: no arch tag, no index, no moving tag
+        for tag in ("3.13.5-default-trixie-amd64-quick", "3.13.5-default-trixie-quick", "3.13-quick"):
+            assert manifest(registry, "broken/python", tag)[0] == 404, tag
+        proxy.heal()
+        res = publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-b")
+    assert res.pushed == ["3.13.5-default-trixie-amd64-quick"]
+    assert _blobs_present(registry, "broken/python", "3.13.5-default-trixie-quick")

@@ -20,7 +20,8 @@ def load(text: str) -> mx.Matrix:
 def test_repository_matrix_expands_to_every_combination() -> None:
     m = mx.load(ROOT / "matrix.yaml")
     quick = m.expand("quick")
-    assert len(quick) == 2 * 4 * 2 * 1
+    # trixie: every version × variant × platform; bullseye: no JIT variants (no LLVM there)
+    assert len(quick) == 2 * 4 * 2 + 2 * 2 * 2
     ids = {s.id for s in quick}
     assert "3.13-freethreaded-trixie-amd64" in ids
     assert "3.14-freethreaded-jit-trixie-arm64" in ids
@@ -32,13 +33,18 @@ def test_flags_derive_from_typed_variant_fields() -> None:
     m = mx.load(ROOT / "matrix.yaml")
     by_id = {s.id: s for s in m.expand("release")}
     ft_jit = by_id["3.13-freethreaded-jit-trixie-amd64"]
-    assert ft_jit.configure_flags == (
-        "--disable-gil",
-        "--enable-experimental-jit=yes",
+    release = (
         "--enable-optimizations",
         "--with-lto",
+        "--enable-shared",
+        "CFLAGS_NODIST=-fno-omit-frame-pointer -mno-omit-leaf-frame-pointer -fstack-protector-strong "
+        "-fstack-clash-protection -D_FORTIFY_SOURCE=3",
+        "LDFLAGS_NODIST=-Wl,-z,relro -Wl,-z,now",
     )
-    assert by_id["3.13-default-trixie-amd64"].configure_flags == ("--enable-optimizations", "--with-lto")
+    assert ft_jit.configure_flags == ("--disable-gil", "--enable-experimental-jit=yes", *release)
+    assert by_id["3.13-default-trixie-amd64"].configure_flags == release
+    assert by_id["3.13-default-trixie-amd64"].profile.shared
+    assert {s.id: s for s in m.expand("quick")}["3.13-default-trixie-amd64"].configure_flags == ()
     assert ft_jit.llvm == 18 and by_id["3.14-jit-trixie-amd64"].llvm == 19
     assert ft_jit.source.filename == "Python-3.13.5.tar.xz"
     assert ft_jit.base_image == "cpforge/debian:trixie-amd64"
@@ -129,5 +135,36 @@ def test_select_by_glob_and_platform() -> None:
 
 
 def test_exclude_removes_entries() -> None:
-    m = load(GOOD + "\nexclude: ['3.14-*-arm64']\n")
+    m = load(GOOD.replace('  - "*-jit-bullseye-*"', '  - "*-jit-bullseye-*"\n  - "3.14-*-arm64"'))
     assert not [s for s in m.expand() if s.id.startswith("3.14") and s.platform.arch == "arm64"]
+
+
+@pytest.mark.parametrize("flag", ["-O2 -g", "-D_X=$(id)", "`id`", "O2", "-Wl,-rpath,'$ORIGIN'", "-a;b"])
+def test_compiler_flags_must_be_single_safe_tokens(flag: str) -> None:
+    bad = GOOD.replace("cflags-nodist: [-fstack-protector-strong,", f"cflags-nodist: [{flag!r},".replace("'", '"', 2))
+    if bad == GOOD or "'" in flag:
+        bad = GOOD.replace("cflags-nodist: [-fstack-protector-strong,", "cflags-nodist: [" + repr(flag) + ",")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert "is not a single `-flag` token" in str(err.value)
+    line = next(i for i, ln in enumerate(bad.splitlines(), 1) if "cflags-nodist:" in ln)
+    assert err.value.line == line
+
+
+def test_enable_shared_is_a_typed_profile_field() -> None:
+    bad = GOOD.replace("configure: [--enable-optimizations, --with-lto]", "configure: [--enable-shared]")
+    with pytest.raises(MatrixError, match="set `shared: true` on the profile"):
+        load(bad)
+    with pytest.raises(MatrixError, match="shared must be true or false"):
+        load(GOOD.replace("    shared: true ", "    shared: maybe "))
+
+
+def test_opt_in_distro_is_built_only_when_a_filter_names_it() -> None:
+    specs = mx.load(ROOT / "matrix.yaml").expand("quick")
+    assert {s.distro.name for s in mx.select(specs)} == {"trixie"}
+    assert len(mx.select(specs, ["3.13-*-amd64"])) == 4  # the four trixie variants, as before
+    old = mx.select(specs, ["3.13-*-bullseye-amd64"])
+    assert [s.id for s in old] == ["3.13-default-bullseye-amd64", "3.13-freethreaded-bullseye-amd64"]
+    both = {s.id for s in mx.select(specs, ["3.13-default-*-amd64", "*-bullseye-*"])}
+    assert "3.13-default-trixie-amd64" in both and "3.14-freethreaded-bullseye-arm64" in both
+    assert not any(s.variant.jit != "no" for s in specs if s.distro.name == "bullseye")

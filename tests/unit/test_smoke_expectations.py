@@ -31,6 +31,10 @@ def facts_for(spec: mx.BuildSpec, **over: Any) -> dict[str, Any]:
         "threads_ok": True,
         "pyc_files": 0,
         "test_dirs": [],
+        "ldd_missing": [],
+        "llvm_files": [],
+        "py_enable_shared": 1 if spec.profile.shared else 0,
+        "libpython_mapped": ["/usr/local/lib/libpython3.13.so.1.0"] if spec.profile.shared else [],
     }
     base.update(over)
     return base
@@ -76,3 +80,21 @@ def test_required_modules_come_from_the_matrix() -> None:
     assert "dbm.gnu" in SPECS["3.13-default-trixie-amd64"].smoke_modules
     assert "compression.zstd" in SPECS["3.14-default-trixie-amd64"].smoke_modules
     assert "compression.zstd" not in SPECS["3.13-default-trixie-amd64"].smoke_modules
+
+
+def test_release_profile_must_load_a_shared_libpython_from_the_prefix() -> None:
+    spec = {s.id: s for s in mx.load(ROOT / "matrix.yaml").expand("release")}["3.13-default-trixie-amd64"]
+    assert smoke.check(spec, facts_for(spec)) == []
+    problems = smoke.check(spec, facts_for(spec, libpython_mapped=["/opt/elsewhere/libpython3.13.so.1.0"]))
+    assert len(problems) == 1 and "libpython loaded from the prefix" in problems[0]
+    static = smoke.check(spec, facts_for(spec, py_enable_shared=0))
+    assert any("Py_ENABLE_SHARED" in p for p in static)
+
+
+def test_missing_libraries_and_llvm_at_run_time_fail() -> None:
+    spec = SPECS["3.13-jit-trixie-amd64"]
+    problems = smoke.check(
+        spec,
+        facts_for(spec, ldd_missing=["/usr/local/bin/python3.13: libffi.so.8 => not found"], llvm_files=["/usr/lib/x"]),
+    )
+    assert len(problems) == 2

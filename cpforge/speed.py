@@ -1,0 +1,315 @@
+"""`bench speed`: how fast and how small the built interpreters are, next to Debian's own build.
+
+One run on this machine, in containers on the same engine, reported as ratios (never a test):
+  1. interpreter speed: a pyperformance subset through pyperf (`--fast`) on our `release` build, our
+     `quick` build (a floor) and Debian's `python3.X` package of the same release; geometric-mean
+     time ratio ours/Debian;
+  2. free-threading: a CPU-bound pure-Python workload on 1 and N threads (N = cores) on the default
+     and free-threaded builds; speedups and the free-threaded single-thread overhead;
+  3. JIT: the same subset on the JIT build with PYTHON_JIT=1 and PYTHON_JIT=0;
+  4. image size: each runtime image and the base image, uncompressed.
+Results: build/bench/speed.json, speed.md and speed.html (a bar chart a person can read at a glance).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine, context_tar
+from .errors import CpforgeError
+from .matrix import Matrix
+from .report import Report
+
+PYPERF = ("pyperf", "2.11.0")
+PYPERFORMANCE = ("pyperformance", "1.14.0")
+# Pure-Python pyperformance benchmarks with no third-party dependencies: float, integer, string,
+# regex, JSON, object-model and generator work.
+SUITE = (
+    "nbody",
+    "float",
+    "spectral_norm",
+    "richards",
+    "deltablue",
+    "go",
+    "raytrace",
+    "generators",
+    "deepcopy",
+    "json_dumps",
+    "json_loads",
+    "regex_v8",
+)
+SUITE_TIMEOUT = 1800
+
+
+class BenchError(CpforgeError):
+    """A benchmark could not run."""
+
+    exit_code = 14
+
+
+@dataclass
+class SpeedResult:
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> image, profile, size
+    suites: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> benchmark -> mean s
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    threads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def ratio(result: SpeedResult, a: str, b: str) -> tuple[float, dict[str, float]] | None:
+    """Geometric mean over the benchmarks both ran of time(a)/time(b), and the per-benchmark ratios."""
+    sa, sb = result.suites.get(a, {}), result.suites.get(b, {})
+    common = sorted(set(sa) & set(sb))
+    if not common:
+        return None
+    per = {n: sa[n] / sb[n] for n in common}
+    return geomean(list(per.values())), per
+
+
+# ------------------------------------------------------------------------------------ payload
+
+
+def _wheel(cache: Path, name: str, version: str) -> Path:
+    found = sorted(cache.glob(f"{name}-{version}-*.whl"))
+    if found:
+        return found[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(cache)]
+    proc = subprocess.run([*cmd, f"{name}=={version}"], capture_output=True, text=True, check=False)
+    found = sorted(cache.glob(f"{name}-{version}-*.whl"))
+    if proc.returncode != 0 or not found:
+        raise BenchError(
+            f"cannot download {name}=={version} from PyPI: {proc.stderr.strip()[-300:]}",
+            hint=f"check network access to PyPI, or put the wheel into {cache}",
+        )
+    return found[0]
+
+
+def payload(cache: Path, driver: Path) -> dict[str, bytes]:
+    """/bench/driver.py, pyperf under /bench/lib, and the suite's benchmark directories."""
+    files = {"bench/driver.py": driver.read_bytes()}
+    with zipfile.ZipFile(_wheel(cache, *PYPERF)) as z:
+        for n in z.namelist():
+            if n.startswith("pyperf/") and not n.endswith("/"):
+                files[f"bench/lib/{n}"] = z.read(n)
+    prefix = "pyperformance/data-files/benchmarks/"
+    with zipfile.ZipFile(_wheel(cache, *PYPERFORMANCE)) as z:
+        for n in z.namelist():
+            rest = n[len(prefix) :] if n.startswith(prefix) else ""
+            if rest.split("/", 1)[0] in {f"bm_{b}" for b in SUITE} and not n.endswith("/"):
+                files[f"bench/benchmarks/{rest}"] = z.read(n)
+    missing = [b for b in SUITE if f"bench/benchmarks/bm_{b}/run_benchmark.py" not in files]
+    if missing:
+        raise BenchError(f"pyperformance {PYPERFORMANCE[1]} lacks the benchmarks {missing}")
+    return files
+
+
+# --------------------------------------------------------------------------------- reference
+
+
+def debian_reference(engine: Engine, base_image: str, minor: str, logdir: Path) -> str:
+    """An image with Debian's own pythonX.Y package on the same base: the distro's optimised build."""
+    ref = f"cpforge-bench/debian-python{minor}:latest"
+    dockerfile = (
+        f"FROM {base_image}\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends "
+        f"python{minor} && rm -rf /var/lib/apt/lists/*\n"
+    ).encode()
+    with (logdir / f"debian-python{minor}.log").open("w") as log:
+        return engine.build(context_tar({"Dockerfile": dockerfile}), tag=ref, log=log)
+
+
+# --------------------------------------------------------------------------------------- runs
+
+
+def run_suite(engine: Engine, image: str, exe: str, files: dict[str, bytes], env: dict[str, str]) -> dict[str, Any]:
+    out = engine.run(
+        image, [exe, "/bench/driver.py", "suite", *SUITE], files=files, environment=env, timeout=SUITE_TIMEOUT
+    )
+    if out.exit_code != 0:
+        raise BenchError(f"the benchmark suite failed in {image[:19]} (exit {out.exit_code}): {out.stderr[-800:]}")
+    return dict(json.loads(out.stdout))
+
+
+def run_threads(engine: Engine, image: str, files: dict[str, bytes], n: int) -> dict[str, Any]:
+    out = engine.run(image, ["python3", "/bench/driver.py", "threads", str(n)], files=files, timeout=SUITE_TIMEOUT)
+    if out.exit_code != 0:
+        raise BenchError(f"the threads workload failed in {image[:19]}: {out.stderr[-800:]}")
+    return dict(json.loads(out.stdout))
+
+
+def pick(report: Report, matrix: Matrix, entry: str, profiles: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first profile of ``profiles`` whose build of ``entry`` passed: (key, image id)."""
+    for prof in profiles:
+        res = report.entries.get(f"{entry}@{prof}")
+        if res is not None and res.passed and res.image_id:
+            return res.key, res.image_id
+    return None
+
+
+def speed(
+    engine: Engine,
+    matrix: Matrix,
+    report: Report,
+    out: Path,
+    scripts: Path,
+    minor: str = "3.13",
+    say: Callable[[str], None] = print,
+) -> SpeedResult:
+    res = SpeedResult()
+    distro = matrix.distros[0]
+    arch = "amd64"
+    plat = next(p for p in matrix.platforms if p.arch == arch)
+    entry = f"{minor}-{{}}-{distro.name}-{arch}"
+    chosen: dict[str, tuple[str, str]] = {}
+    for label, variant, profiles in (
+        ("ours-release", "default", ("release",)),
+        ("ours-quick", "default", ("quick",)),
+        ("jit", "jit", ("release", "quick")),
+        ("freethreaded", "freethreaded", ("release", "quick")),
+    ):
+        got = pick(report, matrix, entry.format(variant), profiles)
+        if got is None:
+            res.notes.append(f"{label}: no passed build of {entry.format(variant)} ({'/'.join(profiles)}); skipped")
+            continue
+        chosen[label] = got
+    if "ours-release" not in chosen and "ours-quick" not in chosen:
+        raise BenchError(
+            f"no passed build of {entry.format('default')} in the report",
+            hint=f"invoke build --filter '{entry.format('default')}' --profile release (and --profile quick)",
+        )
+    # The free-threading comparison uses a default build of the free-threaded build's profile.
+    if "freethreaded" in chosen:
+        prof = chosen["freethreaded"][0].rsplit("@", 1)[1]
+        got = pick(report, matrix, entry.format("default"), (prof,))
+        if got is not None:
+            chosen["gil-" + prof] = got
+
+    bench_dir = out / "bench"
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    files = payload(out / "cache" / "wheels", scripts / "bench-speed.py")
+    base_ref = distro.base_image(plat)
+    say(f"… building the reference image: Debian's python{minor} on {base_ref}")
+    debian = debian_reference(engine, base_ref, minor, bench_dir)
+    res.images["debian"] = {"image": debian, "exe": f"python{minor}"}
+    for label, (key, image) in chosen.items():
+        res.images[label] = {"image": image, "key": key, "exe": "python3"}
+
+    def suite(label: str, image: str, exe: str, env: dict[str, str]) -> None:
+        say(f"… {label}: {len(SUITE)} pyperformance benchmarks ({image[7:19]})")
+        raw = run_suite(engine, image, exe, files, env)
+        res.suites[label] = {n: float(v["mean"]) for n, v in raw.items() if "mean" in v}
+        errs = {n: str(v["error"]) for n, v in raw.items() if "error" in v}
+        if errs:
+            res.errors[label] = errs
+
+    suite("debian", debian, f"python{minor}", {})
+    for label in ("ours-release", "ours-quick"):
+        if label in chosen:
+            suite(label, chosen[label][1], "python3", {})
+    if "jit" in chosen:
+        suite("jit-on", chosen["jit"][1], "python3", {"PYTHON_JIT": "1"})
+        suite("jit-off", chosen["jit"][1], "python3", {"PYTHON_JIT": "0"})
+
+    for a, b, name in (
+        ("ours-release", "debian", "speed ours(release)/debian"),
+        ("ours-quick", "debian", "speed ours(quick)/debian"),
+        ("jit-on", "jit-off", "speed jit on/off"),
+    ):
+        r = ratio(res, a, b)
+        if r is not None:
+            res.ratios[name] = round(r[0], 4)
+
+    n = os.cpu_count() or 2
+    for label in [k for k in chosen if k == "freethreaded" or k.startswith("gil-")]:
+        say(f"… {label}: CPU-bound workload on 1 and {n} threads")
+        res.threads[label] = run_threads(engine, chosen[label][1], files, n)
+    ft = res.threads.get("freethreaded")
+    gil = next((v for k, v in res.threads.items() if k.startswith("gil-")), None)
+    if ft:
+        res.ratios[f"free-threaded speedup {n} threads/1"] = round(float(ft["speedup"]), 3)
+    if ft and gil:
+        res.ratios[f"default speedup {n} threads/1"] = round(float(gil["speedup"]), 3)
+        res.ratios["free-threaded single-thread time / default"] = round(ft["one_thread_s"] / gil["one_thread_s"], 3)
+
+    res.sizes["base " + base_ref] = int(engine.inspect_image(base_ref)["Size"])
+    res.sizes["debian python" + minor] = int(engine.inspect_image(debian)["Size"])
+    for key, image in chosen.values():
+        res.sizes[key] = int(engine.inspect_image(image)["Size"])
+    base_size = res.sizes["base " + base_ref]
+    for key in [k for k in res.sizes if k.startswith(f"{minor}-default")]:
+        res.ratios[f"size {key} - base (MB)"] = round((res.sizes[key] - base_size) / 1e6, 1)
+
+    (bench_dir / "speed.json").write_text(res.to_json())
+    (bench_dir / "speed.md").write_text(markdown(res))
+    (bench_dir / "speed.html").write_text(html_report(res))
+    return res
+
+
+# ------------------------------------------------------------------------------------ reports
+
+
+def markdown(res: SpeedResult) -> str:
+    lines = ["# cpforge bench speed", "", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in res.ratios.items()]
+    labels = [k for k in ("debian", "ours-release", "ours-quick", "jit-on", "jit-off") if k in res.suites]
+    names = sorted({n for s in res.suites.values() for n in s})
+    lines += ["", "Mean seconds per benchmark (pyperf --fast):", ""]
+    lines += ["| benchmark | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for n in names:
+        cells = [f"{res.suites[lb][n] * 1e3:.2f} ms" if n in res.suites[lb] else "—" for lb in labels]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Image sizes (uncompressed):", ""]
+    lines += [f"- {k}: {v / 1e6:.1f} MB" for k, v in res.sizes.items()]
+    lines += [f"- note: {n}" for n in res.notes]
+    return "\n".join(lines) + "\n"
+
+
+def html_report(res: SpeedResult) -> str:
+    """One page: a bar per benchmark of time ratio vs Debian (left of 1.0 = faster), then the table."""
+    rows: list[tuple[str, float]] = []
+    for label in ("ours-release", "ours-quick", "jit-on"):
+        other = "jit-off" if label == "jit-on" else "debian"
+        r = ratio(res, label, other)
+        if r is None:
+            continue
+        rows.append((f"{label} / {other} (geomean)", r[0]))
+        rows += [(f"  {n}", v) for n, v in sorted(r[1].items())]
+    width, bar_h, left = 760, 18, 260
+    scale = (width - left - 60) / max([2.0, *(v for _, v in rows)])
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{bar_h * len(rows) + 30}">']
+    x1 = left + scale
+    for i, (name, v) in enumerate(rows):
+        y = 10 + i * bar_h
+        colour = "#2a7" if v <= 1.0 else "#c53"
+        svg.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" font-size="12">{html.escape(name)}</text>')
+        svg.append(f'<rect x="{left}" y="{y + 2}" width="{v * scale:.1f}" height="{bar_h - 4}" fill="{colour}"/>')
+        svg.append(f'<text x="{left + v * scale + 4:.1f}" y="{y + 13}" font-size="12">{v:.3f}×</text>')
+    svg.append(f'<line x1="{x1:.1f}" y1="0" x2="{x1:.1f}" y2="{bar_h * len(rows) + 20}" stroke="#000"/>')
+    svg.append("</svg>")
+    body = markdown(res)
+    return (
+        "<!doctype html><meta charset=utf-8><title>cpforge bench speed</title>"
+        "<h1>cpforge bench speed</h1><p>Time ratio per benchmark (shorter bar = faster; the line is 1.0).</p>"
+        + "\n".join(svg)
+        + f"<pre>{html.escape(body)}</pre>\n"
+    )

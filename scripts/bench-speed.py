@@ -1,0 +1,101 @@
+"""cpforge speed probe: runs *inside* an image (no network) and prints results as one JSON object.
+
+  python3 bench-speed.py suite BENCH [BENCH ...]   pyperformance benchmarks through pyperf (--fast);
+                                                   mean seconds per benchmark
+  python3 bench-speed.py threads N                 a CPU-bound pure-Python workload on 1 and N threads
+
+pyperf and the benchmark files sit next to this script (lib/, benchmarks/). Plain standard library
+otherwise: no cpforge import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def suite(names: list[str]) -> dict[str, object]:
+    sys.path.insert(0, os.path.join(HERE, "lib"))
+    import pyperf  # type: ignore[import-not-found]
+
+    env = {**os.environ, "PYTHONPATH": os.path.join(HERE, "lib")}
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            out = os.path.join(tmp, f"{name}.json")
+            script = os.path.join(HERE, "benchmarks", f"bm_{name}", "run_benchmark.py")
+            cmd = [
+                sys.executable,
+                script,
+                "--fast",
+                "--quiet",
+                "-o",
+                out,
+                "--inherit-environ=PYTHONPATH,PYTHON_JIT,PYTHON_GIL",
+            ]
+            t = time.monotonic()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                results[name] = {"error": (proc.stderr or proc.stdout)[-1500:]}
+                continue
+            suite_ = pyperf.BenchmarkSuite.load(out)
+            for bench in suite_.get_benchmarks():
+                results[bench.get_name()] = {
+                    "mean": bench.mean(),
+                    "stdev": bench.stdev() if bench.get_nvalue() > 1 else 0.0,
+                    "values": bench.get_nvalue(),
+                    "wall": round(time.monotonic() - t, 1),
+                }
+    return results
+
+
+def work(n: int) -> int:
+    """Pure-Python CPU work with no shared state: integer arithmetic, a dict and a list."""
+    total = 0
+    seen: dict[int, int] = {}
+    for i in range(n):
+        v = (i * 2654435761) % 1000003
+        seen[v & 1023] = v
+        total += v % 97
+    return total + len(seen)
+
+
+def threads(n_threads: int, n: int = 3_000_000) -> dict[str, object]:
+    def timed(k: int) -> float:
+        workers = [threading.Thread(target=work, args=(n,)) for _ in range(k)]
+        t = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return time.perf_counter() - t
+
+    timed(1)  # warm up
+    one = min(timed(1) for _ in range(3))
+    many = min(timed(n_threads) for _ in range(3))
+    gil = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True  # type: ignore[attr-defined]
+    # Weak scaling: N threads do N times the work; the speedup is the throughput ratio.
+    return {
+        "threads": n_threads,
+        "one_thread_s": one,
+        "n_threads_s": many,
+        "speedup": n_threads * one / many,
+        "gil_enabled": gil,
+    }
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "suite":
+        print(json.dumps(suite(sys.argv[2:]), sort_keys=True))
+    elif mode == "threads":
+        print(json.dumps(threads(int(sys.argv[2])), sort_keys=True))
+    else:
+        sys.exit(f"unknown mode {mode!r}")
