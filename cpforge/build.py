@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import base as base_images
 from . import render, smoke
-from .engine import Engine, context_tar
+from .engine import Engine, context_tar, tree_tar
 from .errors import CpforgeError, RenderError
 from .lock import Lock, package_drift, packages_in
 from .matrix import BuildSpec, Platform
@@ -229,7 +229,9 @@ class Builder:
                     {
                         "Dockerfile": self.renderer.runtime_dockerfile(spec).encode(),
                         "cpython.tar": tarball,
-                        "runtime-debs.txt": debs,
+                        "runtime-debs.tar": tree_tar(
+                            {"usr/local/share/cpforge/runtime-debs.txt": debs.read_bytes()}, self.renderer.epoch
+                        ),
                     }
                 )
                 image = self.engine.build(

@@ -37,6 +37,27 @@ class RunResult:
     stderr: str
 
 
+def tree_tar(files: dict[str, bytes], mtime: int) -> bytes:
+    """Files at absolute-style paths with every parent directory, all stamped ``mtime``, uid 0: for
+    `ADD x.tar /`, whose extraction restores directory mtimes (a COPY would stamp the parent
+    directory with the build time, and that would differ between two builds)."""
+    buf = io.BytesIO()
+    dirs = sorted({"/".join(n.split("/")[:i]) for n in files for i in range(1, n.count("/") + 1)})
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in [*dirs, *sorted(files)]:
+            info = tarfile.TarInfo(name)
+            info.mtime = mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            if name in files:
+                info.size, info.mode = len(files[name]), 0o644
+                tar.addfile(info, io.BytesIO(files[name]))
+            else:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+    return buf.getvalue()
+
+
 def context_tar(files: dict[str, bytes | Path]) -> IO[bytes]:
     """A deterministic build context: sorted members, mtime 0, uid/gid 0, modes 0644/0755."""
     buf = tempfile.TemporaryFile()

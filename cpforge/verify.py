@@ -170,6 +170,11 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
                 vr.differences.append(f"layer count {len(old_layers)} vs {len(new_layers)}")
         if new.image_id != prev.image_id:
             engine.remove_image(new.image_id)
+        # Drop the rebuilt artifact image and, with it, its untagged builder layers: left behind they
+        # compete with the originals as layer-cache parents, and later cached builds of other
+        # variants then miss the cache and recompile.
+        if new.artifact_image_id and new.artifact_image_id != prev.artifact_image_id:
+            engine.remove_image(new.artifact_image_id)
         results.append(vr)
     out = vws.out / "verify.json"
     out.write_text(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True) + "\n")

@@ -262,7 +262,7 @@ def test_push_interrupted_halfway_is_retried(
     with CuttingProxy(registry, cut_after=1 << 20, cuts=1) as proxy:
         res = publish(engine, Report.load(ctx.report_path), specs, f"{proxy.address}/flaky", out=workdir / "pub-f")
         assert proxy.cut == 1  # the fault really happened
-    assert res.pushed == ["3.13.5-default-trixie-amd64-quick"]
+    assert {"3.13.5-default-trixie-amd64-quick", "3.13.5-default-trixie-quick", "3.13-quick"} <= set(res.pushed)
     assert manifest(registry, "flaky/python", "3.13.5-default-trixie-amd64-quick")[1]["config"]["digest"] == (
         built_313["default"].image_id
     )
@@ -284,5 +284,5 @@ def test_push_that_keeps_failing_writes_no_index_and_a_rerun_completes(
             assert manifest(registry, "broken/python", tag)[0] == 404, tag
         proxy.heal()
         res = publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-b")
-    assert res.pushed == ["3.13.5-default-trixie-amd64-quick"]
+    assert {"3.13.5-default-trixie-amd64-quick", "3.13.5-default-trixie-quick", "3.13-quick"} <= set(res.pushed)
     assert _blobs_present(registry, "broken/python", "3.13.5-default-trixie-quick")
