@@ -157,7 +157,7 @@ def run_threads(engine: Engine, image: str, files: dict[str, bytes], n: int) -> 
     return dict(json.loads(out.stdout))
 
 
-def pick(report: Report, matrix: Matrix, entry: str, profiles: tuple[str, ...]) -> tuple[str, str] | None:
+def pick(report: Report, entry: str, profiles: tuple[str, ...]) -> tuple[str, str] | None:
     """The first profile of ``profiles`` whose build of ``entry`` passed: (key, image id)."""
     for prof in profiles:
         res = report.entries.get(f"{entry}@{prof}")
@@ -187,7 +187,7 @@ def speed(
         ("jit", "jit", ("release", "quick")),
         ("freethreaded", "freethreaded", ("release", "quick")),
     ):
-        got = pick(report, matrix, entry.format(variant), profiles)
+        got = pick(report, entry.format(variant), profiles)
         if got is None:
             res.notes.append(f"{label}: no passed build of {entry.format(variant)} ({'/'.join(profiles)}); skipped")
             continue
@@ -200,7 +200,7 @@ def speed(
     # The free-threading comparison uses a default build of the free-threaded build's profile.
     if "freethreaded" in chosen:
         prof = chosen["freethreaded"][0].rsplit("@", 1)[1]
-        got = pick(report, matrix, entry.format("default"), (prof,))
+        got = pick(report, entry.format("default"), (prof,))
         if got is not None:
             chosen["gil-" + prof] = got
 

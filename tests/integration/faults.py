@@ -73,6 +73,6 @@ class CuttingProxy:
         threading.Thread(target=self._serve, daemon=True).start()
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._closed = True
         self._server.close()
