@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cpforge import api, smoke
-from cpforge.engine import Engine
+from cpforge.engine import Engine, context_tar
 from cpforge.provision import Provisioned, ProvisionError, provision
 from cpforge.report import EntryResult, Report
 
@@ -200,3 +200,50 @@ def test_unbuilt_or_failed_entry_is_refused(
     assert "3.13-jit-trixie-amd64@quick: smoke test failed" in str(err.value)
     assert "3.14-default-trixie-amd64@quick: not built" in str(err.value)
     assert not (workdir / "refused").exists()
+
+
+EXT_CHECK = r"""
+set -euo pipefail
+d=$(mktemp -d /opt/unpacked.XXXXXX)
+tar -xzf /t/python.tar.gz -C "$d"
+var() { "$d/bin/python3" -c "import sysconfig, sys; print(sysconfig.get_config_var(sys.argv[1]))" "$1"; }
+inc=$("$d/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+case "$inc" in "$d"/*) ;; *) echo "include dir $inc is not under $d"; exit 1 ;; esac
+# shellcheck disable=SC2046
+gcc -shared -fPIC $(var CFLAGS) -I"$inc" /t/ext.c -o "/tmp/cpforge_ext$(var EXT_SUFFIX)"
+cd /tmp && "$d/bin/python3" -c 'import cpforge_ext; assert cpforge_ext.add(40, 2) == 42; print("EXT-OK")'
+"""
+EXT_C = r"""
+#include <Python.h>
+static PyObject *add(PyObject *self, PyObject *args) {
+    long x, y;
+    if (!PyArg_ParseTuple(args, "ll", &x, &y)) return NULL;
+    return PyLong_FromLong(x + y);
+}
+static PyMethodDef methods[] = {{"add", add, METH_VARARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "cpforge_ext", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_cpforge_ext(void) { return PyModule_Create(&def); }
+"""
+
+
+@pytest.mark.parametrize("entry", ["3.13-default-bullseye-amd64", "3.13-freethreaded-trixie-amd64"])
+def test_c_extension_builds_against_the_unpacked_tarball(
+    engine: Engine, ctx: api.Context, entry: str, provisioned: dict[str, Provisioned], workdir: Path
+) -> None:
+    """The base image plus a compiler (nothing else): the tarball's headers and sysconfig suffice."""
+    spec = api.plan(ctx, filters=[entry], profile="quick")[0]
+    dockerfile = (
+        f"FROM {spec.base_image}\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev "
+        "&& rm -rf /var/lib/apt/lists/*\n"
+    ).encode()
+    with (workdir / f"gcc-{spec.distro.name}.log").open("w") as log:
+        image = engine.build(context_tar({"Dockerfile": dockerfile}), platform=spec.platform.name, log=log)
+    res = engine.run(
+        image,
+        ["bash", "-c", EXT_CHECK],
+        files={"t/python.tar.gz": provisioned[entry].path.read_bytes(), "t/ext.c": EXT_C.encode()},
+        platform=spec.platform.name,
+    )
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert "EXT-OK" in res.stdout
