@@ -394,7 +394,7 @@ def _flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
     return _str_list(ctx, node, what, check)
 
 
-def _cc_flag_check(ctx: _Ctx, what: str) -> Callable[[yaml.Node, str], None]:
+def _cc_flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
     def check(item: yaml.Node, flag: str) -> None:
         if not CC_FLAG_RE.match(flag):
             raise ctx.fail(
@@ -404,7 +404,7 @@ def _cc_flag_check(ctx: _Ctx, what: str) -> Callable[[yaml.Node, str], None]:
                 "no spaces, quotes or shell metacharacters",
             )
 
-    return check
+    return _str_list(ctx, node, what, check)
 
 
 PROFILE_KEYS = ("configure", "tag-suffix", "shared", "frame-pointers", "cflags-nodist", "ldflags-nodist")
@@ -634,7 +634,7 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
                 "e.g. `-quick`",
             )
         cc = {
-            key: _str_list(ctx, m[key][1], f"profile `{name}` {key}", _cc_flag_check(ctx, f"profile `{name}` {key}"))
+            key: _cc_flags(ctx, m[key][1], f"profile `{name}` {key}")
             for key in ("cflags-nodist", "ldflags-nodist")
             if key in m
         }
