@@ -226,12 +226,14 @@ def smoke(
     _summary(results, ctx.report_path, elapsed)
 
 
-def _bench_speed(matrix_file: str, out: str, engine: str) -> None:
+def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int) -> None:
     from cpforge import speed
 
     ctx = _ctx(matrix_file, out)
     eng = Engine.connect(engine or None)
-    res = speed.speed(eng, ctx.matrix, Report.load(ctx.report_path), ctx.ws.out, ctx.ws.scripts)
+    if rounds < 1:
+        raise Exit("cpforge: --rounds must be at least 1", code=2)
+    res = speed.speed(eng, ctx.matrix, Report.load(ctx.report_path), ctx.ws.out, ctx.ws.scripts, rounds=rounds)
     for name, value in res.ratios.items():
         print(f"  {name}: {value}")
     for note in res.notes:
@@ -248,6 +250,7 @@ def _bench_speed(matrix_file: str, out: str, engine: str) -> None:
         "filter": "glob on entry ids; give one variant for both platforms, e.g. '3.13-freethreaded-*'",
         "profile": "build profile (default: the matrix's default)",
         "emulate_seconds": "also run the arm64 build fully emulated under QEMU for at most this long (0: skip)",
+        "rounds": "speed: rounds of the interleaved benchmark runs; each benchmark keeps its best (default 2)",
         "engine": "Docker engine URL",
     },
     iterable=["filter"],
@@ -259,6 +262,7 @@ def bench(
     filter: list[str] | None = None,
     profile: str = "",
     emulate_seconds: int = 0,
+    rounds: int = 2,
     engine: str = "",
     matrix_file: str = "matrix.yaml",
     out: str = "build",
@@ -267,7 +271,7 @@ def bench(
     from cpforge import bench as benchmarks
 
     if what == "speed":
-        _bench_speed(matrix_file, out, engine)
+        _bench_speed(matrix_file, out, engine, rounds)
         return
     if what != "build":
         raise Exit(f"cpforge: unknown benchmark {what!r}; available: build, speed", code=2)
@@ -318,9 +322,11 @@ def lock(
     ctx = _ctx(matrix_file, out, report)
     specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
     specs = [s for s in specs if s.key in Report.load(ctx.report_path).entries] if not filter else specs
-    written = api.lock(ctx, Engine.connect(engine or None), specs)
+    written, pinned = api.lock(ctx, Engine.connect(engine or None), specs)
     for key in written:
         print(f"locked {key}")
+    for path in pinned:
+        print(f"pinned the PGO profile {path}: later builds reuse it instead of training (commit it)")
     print(f"{ctx.lock_path}: {len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
 
 

@@ -136,8 +136,9 @@ def build(
     return builder.run(specs)
 
 
-def lock(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec]) -> list[str]:
-    """Write matrix.lock from the last passing builds of ``specs``."""
+def lock(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec]) -> tuple[list[str], list[str]]:
+    """Write matrix.lock from the last passing builds of ``specs``, pinning PGO profiles not yet
+    pinned. Returns the keys locked and the profiles newly pinned."""
     lk = lockfile.Lock.load(ctx.lock_path)
     return lockfile.write(lk, ctx.ws.root, ctx.renderer, Report.load(ctx.report_path), engine, specs)
 

@@ -32,6 +32,10 @@ from .progress import Progress, fmt_seconds
 from .report import EntryResult, Report
 from .sources import Sources, sha256_file
 
+# The artifact stage of a PGO build copies pgo/ (so the COPY never fails before a profile is pinned);
+# cpforge's own context holds this note and, once pinned, the entry's profile only.
+PGO_README = b"Pinned PGO profiles: see pgo/README.md in the cpforge repository.\n"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Workspace:
@@ -180,14 +184,19 @@ class Builder:
                 # a. artifact stage
                 t = time.monotonic()
                 fetched = self.sources.ensure(spec.source)
-                ctx = context_tar(
-                    {
-                        "Dockerfile": self.renderer.dockerfile(spec).encode(),
-                        "scripts/build-cpython.sh": self.ws.scripts / "build-cpython.sh",
-                        "scripts/install-build-deps.sh": self.ws.scripts / "install-build-deps.sh",
-                        f"sources/{spec.source.filename}": fetched.path,
-                    }
-                )
+                files: dict[str, bytes | Path] = {
+                    "Dockerfile": self.renderer.dockerfile(spec).encode(),
+                    "scripts/build-cpython.sh": self.ws.scripts / "build-cpython.sh",
+                    "scripts/install-build-deps.sh": self.ws.scripts / "install-build-deps.sh",
+                    f"sources/{spec.source.filename}": fetched.path,
+                }
+                pinned = self.ws.root / spec.pgo_profile if spec.pgo_profile else None
+                if spec.pgo_profile:
+                    files["pgo/README.md"] = PGO_README
+                    if pinned is not None and pinned.exists():
+                        files[spec.pgo_profile] = pinned
+                        res.pgo_profile["pinned"] = sha256_file(pinned)
+                ctx = context_tar(files)
                 artifact_image = self.engine.build(
                     ctx,
                     target="artifact",
@@ -219,6 +228,11 @@ class Builder:
                     self.engine.copy_out(artifact_image, "/artifact/runtime-packages.txt", packages)
                     self.engine.copy_out(artifact_image, "/artifact/runtime-debs.txt", debs)
                 res.artifact = {"path": str(tarball), "sha256": sha256_file(tarball), "bytes": tarball.stat().st_size}
+                if spec.pgo:
+                    profile = adir / "pgo-profile.tar.xz"
+                    if not reuse or not profile.exists():
+                        self.engine.copy_out(artifact_image, "/artifact/pgo-profile.tar.xz", profile)
+                    res.pgo_profile.update(path=str(profile), sha256=sha256_file(profile))
                 res.runtime_packages = packages.read_text().split()
 
                 # c. runtime image from the artifact

@@ -283,9 +283,11 @@ class Engine:
         environment: dict[str, str] | None = None,
         platform: str | None = None,
         timeout: int = 900,
+        cpuset: str | None = None,
     ) -> RunResult:
-        """Run ``command`` in a fresh container with no network; ``files`` are copied in first."""
-        host_config = self.api.create_host_config(network_mode="none")
+        """Run ``command`` in a fresh container with no network; ``files`` are copied in first.
+        ``cpuset`` pins the container to those CPUs (e.g. "1"), as benchmarks want."""
+        host_config = self.api.create_host_config(network_mode="none", cpuset_cpus=cpuset)
         cid = self.api.create_container(
             image,
             command=command,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ class Inputs:
     dockerfile_sha256: str
     scripts: dict[str, str]
     base_image: str
+    pgo_profile_sha256: str | None = None  # PGO builds: the pinned profile (None: not pinned)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,16 +57,43 @@ class Inputs:
             "dockerfile_sha256": self.dockerfile_sha256,
             "scripts": dict(sorted(self.scripts.items())),
             "base_image": self.base_image,
+            "pgo_profile_sha256": self.pgo_profile_sha256,
         }
 
 
 def current_inputs(root: Path, renderer: Renderer, spec: BuildSpec) -> Inputs:
+    pinned = root / spec.pgo_profile if spec.pgo_profile else None
     return Inputs(
         source_sha256=spec.source.sha256,
         dockerfile_sha256=sha256_bytes(renderer.dockerfile(spec).encode()),
         scripts={s: sha256_bytes((root / s).read_bytes()) for s in SCRIPTS},
         base_image=spec.base_image,
+        pgo_profile_sha256=sha256_bytes(pinned.read_bytes()) if pinned is not None and pinned.exists() else None,
     )
+
+
+def pin_pgo_profile(root: Path, spec: BuildSpec, used: dict[str, str]) -> bool:
+    """Pin the PGO profile the last build of ``spec`` trained (``used``: its report entry's
+    pgo_profile). Returns True when a profile was newly pinned."""
+    if not spec.pgo_profile:
+        return False
+    pinned = root / spec.pgo_profile
+    built = Path(used["path"]) if used.get("path") else None
+    if built is None or not built.exists():
+        raise LockError(
+            f"{spec.key}: the last build left no PGO profile to pin",
+            hint=f"rebuild it (`invoke build --filter '{spec.id}' --profile {spec.profile.name}`), then lock",
+        )
+    if pinned.exists():
+        if sha256_bytes(pinned.read_bytes()) != used.get("sha256"):
+            raise LockError(
+                f"{spec.key}: the last build did not use the pinned PGO profile {spec.pgo_profile}",
+                hint="rebuild the entry so it reuses the pinned profile, then lock (or delete the file to retrain)",
+            )
+        return False
+    pinned.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(built, pinned)
+    return True
 
 
 @dataclass
@@ -115,6 +144,15 @@ class Lock:
                 )
         if locked.get("base_image") != now.base_image:
             out.append(f"base image {now.base_image} (lock: {locked.get('base_image')})")
+        pgo = locked.get("pgo_profile_sha256")
+        if pgo != now.pgo_profile_sha256:
+            if now.pgo_profile_sha256 is None:
+                out.append(f"{spec.pgo_profile}: the pinned PGO profile is missing (lock: sha256 {str(pgo)[:16]}…)")
+            else:
+                out.append(
+                    f"{spec.pgo_profile}: PGO profile sha256 {now.pgo_profile_sha256[:16]}… differs from the "
+                    f"locked {str(pgo)[:16]}…"
+                )
         return out
 
 
@@ -132,9 +170,11 @@ def packages_in(engine: Engine, image: str, platform: str) -> dict[str, str]:
 
 def write(
     lock: Lock, root: Path, renderer: Renderer, report: Report, engine: Engine, specs: Sequence[BuildSpec]
-) -> list[str]:
-    """Record the inputs and package versions of each spec's last passing build. Returns keys written."""
+) -> tuple[list[str], list[str]]:
+    """Record the inputs and package versions of each spec's last passing build, pinning the PGO
+    profile of PGO builds that have none yet. Returns the keys written and the profiles pinned."""
     written: list[str] = []
+    pinned: list[str] = []
     missing: list[str] = []
     for spec in specs:
         res = report.entries.get(spec.key)
@@ -144,6 +184,8 @@ def write(
         if engine.image_id(res.image_id) is None or engine.image_id(res.artifact_image_id) is None:
             missing.append(spec.key)
             continue
+        if pin_pgo_profile(root, spec, res.pgo_profile):
+            pinned.append(spec.pgo_profile or "")
         base_id = engine.image_id(spec.base_image)
         lock.bases[spec.base_image] = {
             "image_id": base_id,
@@ -162,7 +204,7 @@ def write(
             hint="run `invoke build` for these entries first, then `invoke lock`",
         )
     lock.save()
-    return written
+    return written, pinned
 
 
 def check_locked(

@@ -47,10 +47,13 @@ DERIVED_FLAGS = {
     "--host": "cpforge sets --host for cross builds; remove the flag",
     "--build": "cpforge sets --build; remove the flag",
     "--enable-shared": "set `shared: true` on the profile instead (cpforge then relinks python with an rpath)",
+    "--enable-static-libpython-for-interpreter": "set `static-interpreter: true` on the profile instead",
 }
 # A compiler or linker flag for cflags-nodist / ldflags-nodist: one token, no shell metacharacters.
 CC_FLAG_RE = re.compile(r"^-[A-Za-z0-9][A-Za-z0-9_=,.+:/-]*$")
 FRAME_POINTER_FLAGS = ("-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer")
+# One word of the PGO training command (CPython's Makefile runs PROFILE_TASK through a shell).
+PGO_TASK_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_=.,:/+-]*$|^-[A-Za-z0-9_=.,:/+-]+$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,9 +140,15 @@ class Profile:
     configure: tuple[str, ...] = ()
     tag_suffix: str = ""
     shared: bool = False  # --enable-shared, with `python` relinked to find libpython via $ORIGIN/../lib
+    # With `shared`: python itself links libpython's objects statically (as Debian's python3.X does;
+    # CPython 3.15's --enable-static-libpython-for-interpreter) while libpython.so is still built and
+    # shipped for embedders. Its thread-local state then costs one %fs-relative load, not a
+    # __tls_get_addr call.
+    static_interpreter: bool = False
     frame_pointers: bool = False  # -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer
     cflags_nodist: tuple[str, ...] = ()  # CPython's own objects only: never leaks into extension builds
     ldflags_nodist: tuple[str, ...] = ()
+    pgo_task: tuple[str, ...] = ()  # PROFILE_TASK: what the instrumented python runs to train PGO
 
     def build_flags(self) -> tuple[str, ...]:
         """The configure arguments this profile adds: its flags, then derived ones."""
@@ -147,8 +156,10 @@ class Profile:
         return (
             *self.configure,
             *(("--enable-shared",) if self.shared else ()),
+            *(("--enable-static-libpython-for-interpreter",) if self.static_interpreter else ()),
             *((f"CFLAGS_NODIST={' '.join(cflags)}",) if cflags else ()),
             *((f"LDFLAGS_NODIST={' '.join(self.ldflags_nodist)}",) if self.ldflags_nodist else ()),
+            *((f"PROFILE_TASK={' '.join(self.pgo_task)}",) if self.pgo_task else ()),
         )
 
 
@@ -208,6 +219,18 @@ class BuildSpec:
     def key(self) -> str:
         """Unique across profiles: the report key."""
         return f"{self.id}@{self.profile.name}"
+
+    @property
+    def pgo(self) -> bool:
+        """A profile-guided build (--enable-optimizations): it trains on CPython's test suite."""
+        return "--enable-optimizations" in self.configure_flags
+
+    @property
+    def pgo_profile(self) -> str | None:
+        """Where this entry's pinned PGO profile (its .gcda files) lives, relative to the repository
+        root: `invoke lock` pins the one a build trained, and later builds reuse it instead of training
+        again, so a release build is reproducible. None for builds without PGO."""
+        return f"pgo/{self.id}.{self.profile.name}.tar.xz" if self.pgo else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -407,7 +430,29 @@ def _cc_flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
     return _str_list(ctx, node, what, check)
 
 
-PROFILE_KEYS = ("configure", "tag-suffix", "shared", "frame-pointers", "cflags-nodist", "ldflags-nodist")
+def _pgo_task(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
+    def check(item: yaml.Node, word: str) -> None:
+        if not PGO_TASK_RE.match(word):
+            raise ctx.fail(
+                item,
+                f"word {word!r} of {what} is not a plain argument",
+                "one argument per list item, e.g. [-m, test, --pgo-extended]; letters, digits and "
+                "._=,:/+- only (CPython's Makefile runs the task through a shell)",
+            )
+
+    return _str_list(ctx, node, what, check)
+
+
+PROFILE_KEYS = (
+    "configure",
+    "tag-suffix",
+    "shared",
+    "static-interpreter",
+    "frame-pointers",
+    "cflags-nodist",
+    "ldflags-nodist",
+    "pgo-task",
+)
 
 TOP_KEYS = (
     "repository",
@@ -638,12 +683,34 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
             for key in ("cflags-nodist", "ldflags-nodist")
             if key in m
         }
+        shared = _bool(ctx, m["shared"][1], f"profile `{name}` shared") if "shared" in m else False
+        static_interpreter = False
+        if "static-interpreter" in m:
+            node = m["static-interpreter"][1]
+            static_interpreter = _bool(ctx, node, f"profile `{name}` static-interpreter")
+            if static_interpreter and not shared:
+                raise ctx.fail(
+                    node,
+                    f"profile `{name}` sets static-interpreter without shared",
+                    "static-interpreter only applies to `shared: true` (without shared, python is static anyway)",
+                )
+        pgo_task: tuple[str, ...] = ()
+        if "pgo-task" in m:
+            pgo_task = _pgo_task(ctx, m["pgo-task"][1], f"profile `{name}` pgo-task")
+            if "--enable-optimizations" not in conf:
+                raise ctx.fail(
+                    m["pgo-task"][1],
+                    f"profile `{name}` sets pgo-task without --enable-optimizations",
+                    "add --enable-optimizations to the profile's configure flags, or drop pgo-task",
+                )
         profiles.append(
             Profile(
                 name=name,
                 configure=conf,
                 tag_suffix=sfx,
-                shared=_bool(ctx, m["shared"][1], f"profile `{name}` shared") if "shared" in m else False,
+                pgo_task=pgo_task,
+                shared=shared,
+                static_interpreter=static_interpreter,
                 frame_pointers=(
                     _bool(ctx, m["frame-pointers"][1], f"profile `{name}` frame-pointers")
                     if "frame-pointers" in m

@@ -33,6 +33,8 @@ class EntryResult:
     problems: list[str] = field(default_factory=list)
     reused: bool = False  # True when nothing changed and the earlier smoke result still holds
     smoke_inputs: str = ""  # sha256 of the smoke script and the expectations it was judged by
+    # PGO builds: the profile the build used (path, sha256) and, when it reused a pinned one, its sha256
+    pgo_profile: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:

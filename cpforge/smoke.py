@@ -76,6 +76,17 @@ def expectations(spec: BuildSpec) -> list[Expectation]:
     if spec.profile.shared:
         exp.append(
             Expectation(
+                "libpython_files",
+                "libpython shared library shipped in the prefix (for embedders)",
+                lambda v: isinstance(v, list) and any(f.startswith("/usr/local/lib/libpython") for f in v),
+                "['/usr/local/lib/libpython…']",
+            )
+        )
+    if spec.profile.static_interpreter:
+        exp.append(Expectation("libpython_mapped", "python runs without loading libpython.so", lambda v: v == [], "[]"))
+    elif spec.profile.shared:
+        exp.append(
+            Expectation(
                 "libpython_mapped",
                 "libpython loaded from the prefix",
                 lambda v: isinstance(v, list) and len(v) == 1 and v[0].startswith("/usr/local/lib/libpython"),

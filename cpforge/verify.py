@@ -131,6 +131,11 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
                 f"{spec.key} has no passing build to compare with",
                 hint=f"run `invoke build --filter {spec.id} --profile {spec.profile.name}` first",
             )
+        if spec.pgo and not prev.pgo_profile.get("pinned"):
+            progress.say(
+                f"! {spec.key} trained its own PGO profile: the rebuild trains again and cannot match. "
+                f"Pin it first: `invoke lock --filter '{spec.id}' --profile {spec.profile.name}`, build, verify"
+            )
         progress.say(f"… {spec.key}: rebuilding from scratch (no layer cache) to compare with {prev.image_id[:19]}")
         new = builder.build_one(spec)
         old_layers = list(engine.inspect_image(prev.image_id)["RootFS"]["Layers"])

@@ -8,11 +8,13 @@
 #                                        (also shipped as /usr/local/share/cpforge/runtime-packages.txt)
 #   /artifact/runtime-debs.txt           the exact .deb files (with dependencies) those resolve to on
 #                                        the mirror: "PACKAGE[:ARCH] URI SHA256" per line
+#   /artifact/pgo-profile.tar.xz         PGO builds: the .gcda files the build used (see CPFORGE_PGO_PROFILE)
 #
 # Usage: cpforge-build VERSION [CONFIGURE_FLAG ...]
 # Environment: SOURCE_DATE_EPOCH (required); CPFORGE_TARGET_ARCH (Debian architecture to build for;
 # default: this container's). When it differs from the container's, the build cross-compiles with the
-# toolchain cpforge-install-build-deps installed.
+# toolchain cpforge-install-build-deps installed. CPFORGE_PGO_PROFILE: a pinned PGO profile to reuse
+# when that file exists (PGO builds only).
 # Runs without cpforge: plain bash, no host access. Arguments arrive through exec form, never a shell.
 set -euo pipefail
 
@@ -64,23 +66,86 @@ else
     build_python=""
     configure+=(--with-ensurepip=install)
 fi
-log "configure ${configure[*]} $*"
-./configure "${configure[@]}" "$@"
+# --enable-static-libpython-for-interpreter (CPython 3.15+) is passed through where configure knows
+# it; older releases get the same result from a relink after the build (below).
+shared=no static_interpreter=no
+args=()
+for flag in "$@"; do
+    case "$flag" in
+        --enable-shared) shared=yes; args+=("$flag") ;;
+        --enable-static-libpython-for-interpreter)
+            static_interpreter=yes
+            if grep -q -- 'enable-static-libpython-for-interpreter' configure; then args+=("$flag"); fi ;;
+        *) args+=("$flag") ;;
+    esac
+done
+pgo=no
+for flag in "${args[@]}"; do [ "$flag" = --enable-optimizations ] && pgo=yes; done
+log "configure ${configure[*]} ${args[*]}"
+./configure "${configure[@]}" "${args[@]}"
+
+# PGO: the training run's counters depend on timing, so two trainings never give the same
+# binary. A pinned profile (CPFORGE_PGO_PROFILE, the .gcda files of an earlier training) is
+# unpacked at the objects' paths in this same /build tree instead, and make skips straight to the
+# profile-guided rebuild: the build is then reproducible.
+pinned=""
+if [ "$pgo" = yes ] && [ -n "${CPFORGE_PGO_PROFILE:-}" ] && [ -f "$CPFORGE_PGO_PROFILE" ]; then
+    pinned=$CPFORGE_PGO_PROFILE
+    if tar -tJf "$pinned" | grep -v -E '^[A-Za-z0-9_][A-Za-z0-9_./+-]*\.gcda$' | grep -q .; then
+        echo "cpforge-build: ${pinned} holds files other than relative .gcda paths" >&2
+        exit 1
+    fi
+    tar -xJf "$pinned"
+    touch profile-run-stamp
+    log "PGO: reusing the pinned profile ${pinned##*/} (sha256 $(sha256sum "$pinned" | cut -d' ' -f1)," \
+        "$(tar -tJf "$pinned" | wc -l) .gcda files): no training run"
+fi
 
 log "make -j$(nproc)"
 make -j"$(nproc)"
-for flag in "$@"; do
-    if [ "$flag" = --enable-shared ]; then
-        # Relink python so it finds libpython next to it wherever the prefix lands (as
-        # docker-library/python does): RUNPATH $ORIGIN/../lib, no LD_LIBRARY_PATH needed.
-        log "relinking python with RUNPATH \$ORIGIN/../lib"
-        rm -f python
-        make -j"$(nproc)" "LDFLAGS=-Wl,-rpath='\$\$ORIGIN/../lib'" python
+if [ "$pgo" = yes ]; then
+    # The profile this build used, for `invoke lock` to pin: sorted, epoch-stamped, uid 0, xz -T1.
+    find . -name '*.gcda' -printf '%P\0' | sort -z \
+        | tar --null -T - --no-recursion --mtime="@${SOURCE_DATE_EPOCH}" --owner=0 --group=0 --numeric-owner \
+              --format=gnu -cf - | xz -T1 -6 > /tmp/pgo-profile.tar.xz
+    count=$(tar -tJf /tmp/pgo-profile.tar.xz | wc -l)
+    [ "$count" -gt 0 ] || { echo "cpforge-build: the PGO build left no .gcda files" >&2; exit 1; }
+    if [ -n "$pinned" ] && ! cmp -s /tmp/pgo-profile.tar.xz "$pinned"; then
+        echo "cpforge-build: the .gcda files changed during a build from a pinned profile" >&2
+        exit 1
     fi
-done
+    log "PGO profile: ${count} .gcda files, sha256 $(sha256sum /tmp/pgo-profile.tar.xz | cut -d' ' -f1)"
+fi
+if [ "$static_interpreter" = yes ] && ! grep -q -- 'enable-static-libpython-for-interpreter' configure; then
+    # python links libpython's own objects, as with --disable-shared (Debian's python3.X is built
+    # so): with LTO the final code generation sees a PIE executable, so the thread-state TLS variable
+    # is one %fs-relative load instead of a __tls_get_addr call through libpython.so. libpython.so
+    # is still built and installed for embedders.
+    log "relinking python against libpython's objects (static interpreter, shared libpython kept)"
+    rm -f python
+    make -j"$(nproc)" 'LINK_PYTHON_DEPS=$(LIBRARY_OBJS)' 'LINK_PYTHON_OBJS=$(LIBRARY_OBJS)' python
+elif [ "$shared" = yes ] && [ "$static_interpreter" = no ]; then
+    # Relink python so it finds libpython next to it wherever the prefix lands (as
+    # docker-library/python does): RUNPATH $ORIGIN/../lib, no LD_LIBRARY_PATH needed.
+    log "relinking python with RUNPATH \$ORIGIN/../lib"
+    rm -f python
+    make -j"$(nproc)" "LDFLAGS=-Wl,-rpath='\$\$ORIGIN/../lib'" python
+fi
+if [ "$shared" = yes ]; then
+    linked=$("$objdump_tool" -p python | awk '$1 == "NEEDED" && $2 ~ /^libpython/ { print $2 }')
+    if [ "$static_interpreter" = yes ] && [ -n "$linked" ]; then
+        echo "cpforge-build: python still needs ${linked} after the static relink" >&2
+        exit 1
+    fi
+    if [ "$static_interpreter" = no ] && [ -z "$linked" ]; then
+        echo "cpforge-build: python does not link libpython in a shared build" >&2
+        exit 1
+    fi
+fi
 
 log "make install DESTDIR=${dest}"
 make install DESTDIR="$dest" >/dev/null
+[ "$pgo" = no ] || mv /tmp/pgo-profile.tar.xz /artifact/pgo-profile.tar.xz
 
 root="${dest}${prefix}"
 # Keep only the prefix: nothing may land outside it.
@@ -102,10 +167,11 @@ if [ -n "$build_python" ]; then
         chmod 755 "$root/bin/$name"
     done
 fi
-# Slim: no test suites, no bytecode caches, no static libpython.
+# Slim: no test suites, no bytecode caches, no static libpython (nor the python.o that links with it).
 find "$root" -depth \
     \( \( -type d -a \( -name test -o -name tests -o -name idle_test \) \) \
-    -o \( -type f -a \( -name '*.pyc' -o -name '*.pyo' -o -name 'libpython*.a' \) \) \) \
+    -o \( -type f -a \( -name '*.pyc' -o -name '*.pyo' -o -name 'libpython*.a' \) \) \
+    -o \( -type f -a -path '*/config-*/python.o' \) \) \
     -exec rm -rf '{}' +
 find "$root" -depth -type d -name __pycache__ -exec rm -rf '{}' +
 

@@ -202,6 +202,10 @@ def main() -> None:
             missing.append(f"{current}: {line.strip()}")
     facts["ldd_missing"] = missing[:20] if (rc == 0 or missing) else [f"ldd failed: {err[-500:]}"]
     facts["py_enable_shared"] = sysconfig.get_config_var("Py_ENABLE_SHARED")
+    libdir = sysconfig.get_config_var("LIBDIR") or "/usr/local/lib"
+    facts["libpython_files"] = sorted(
+        os.path.join(libdir, f) for f in os.listdir(libdir) if f.startswith("libpython") and ".so" in f
+    )
     with open("/proc/self/maps") as maps:
         facts["libpython_mapped"] = sorted({ln.split()[-1] for ln in maps if "libpython" in ln and "/" in ln})
     # No compiler toolchain at run time: the JIT's stencils were baked in at build time.

@@ -27,7 +27,7 @@ ENTRY = "3.13-default-trixie-amd64"
 @pytest.fixture(scope="session")
 def locked(ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]) -> Lock:
     specs = api.plan(ctx, filters=[ENTRY], profile="quick")
-    assert api.lock(ctx, engine, specs) == [f"{ENTRY}@quick"]
+    assert api.lock(ctx, engine, specs) == ([f"{ENTRY}@quick"], [])
     return Lock.load(ctx.lock_path)
 
 

@@ -37,9 +37,11 @@ def test_flags_derive_from_typed_variant_fields() -> None:
         "--enable-optimizations",
         "--with-lto",
         "--enable-shared",
+        "--enable-static-libpython-for-interpreter",
         "CFLAGS_NODIST=-fno-omit-frame-pointer -mno-omit-leaf-frame-pointer -fstack-protector-strong "
         "-fstack-clash-protection -D_FORTIFY_SOURCE=3",
         "LDFLAGS_NODIST=-Wl,-z,relro -Wl,-z,now",
+        "PROFILE_TASK=-m test --pgo-extended -j0 --timeout=300",
     )
     assert ft_jit.configure_flags == ("--disable-gil", "--enable-experimental-jit=yes", *release)
     assert by_id["3.13-default-trixie-amd64"].configure_flags == release
@@ -159,6 +161,22 @@ def test_enable_shared_is_a_typed_profile_field() -> None:
         load(GOOD.replace("    shared: true ", "    shared: maybe "))
 
 
+def test_static_interpreter_is_typed_and_needs_shared() -> None:
+    bad = GOOD.replace(
+        "configure: [--enable-optimizations, --with-lto]", "configure: [--enable-static-libpython-for-interpreter]"
+    )
+    with pytest.raises(MatrixError, match="set `static-interpreter: true` on the profile"):
+        load(bad)
+    bad = GOOD.replace("    shared: true ", "    shared: false ")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert "static-interpreter without shared" in str(err.value)
+    assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "static-interpreter:" in ln)
+    plain = load(GOOD.replace("    static-interpreter: true ", "    static-interpreter: false "))
+    flags = {s.id: s for s in plain.expand("release")}["3.13-default-trixie-amd64"].configure_flags
+    assert "--enable-shared" in flags and "--enable-static-libpython-for-interpreter" not in flags
+
+
 def test_opt_in_distro_is_built_only_when_a_filter_names_it() -> None:
     specs = mx.load(ROOT / "matrix.yaml").expand("quick")
     assert {s.distro.name for s in mx.select(specs)} == {"trixie"}
@@ -168,3 +186,18 @@ def test_opt_in_distro_is_built_only_when_a_filter_names_it() -> None:
     both = {s.id for s in mx.select(specs, ["3.13-default-*-amd64", "*-bullseye-*"])}
     assert "3.13-default-trixie-amd64" in both and "3.14-freethreaded-bullseye-arm64" in both
     assert not any(s.variant.jit != "no" for s in specs if s.distro.name == "bullseye")
+
+
+def test_pgo_task_words_are_checked_and_need_pgo() -> None:
+    line = next(ln for ln in GOOD.splitlines() if ln.strip().startswith("pgo-task:"))
+    m = load(GOOD.replace(line, "    pgo-task: [-m, test, --pgo, --timeout=1200]"))
+    flags = {s.id: s for s in m.expand("release")}["3.13-default-trixie-amd64"].configure_flags
+    assert flags[-1] == "PROFILE_TASK=-m test --pgo --timeout=1200"
+    bad = GOOD.replace(line, "    pgo-task: [-m, test, '$(rm -rf /)']")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert "is not a plain argument" in str(err.value)
+    assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "pgo-task:" in ln)
+    quick = GOOD.replace(line, "").replace("    tag-suffix: -quick", "    tag-suffix: -quick\n" + line, 1)
+    with pytest.raises(MatrixError, match="pgo-task without --enable-optimizations"):
+        load(quick)

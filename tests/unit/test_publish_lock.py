@@ -10,7 +10,7 @@ import pytest
 
 from cpforge import matrix as mx
 from cpforge import render
-from cpforge.lock import Lock, current_inputs, package_drift
+from cpforge.lock import Lock, LockError, current_inputs, package_drift, pin_pgo_profile
 from cpforge.publish import arch_tags, index_tags
 from cpforge.registry import Credentials, RegistryError, credentials_for, parse_reference
 
@@ -57,6 +57,40 @@ def test_lock_names_each_changed_input(tmp_path: Path) -> None:
     assert lock.problems(SPECS["3.13-jit-trixie-amd64@quick"], now) == [
         "3.13-jit-trixie-amd64@quick is not in matrix.lock"
     ]
+
+
+def test_lock_pins_the_pgo_profile_and_refuses_a_missing_or_changed_one(tmp_path: Path) -> None:
+    import shutil
+
+    release = SPECS["3.13-default-trixie-amd64@release"]
+    assert release.pgo_profile == "pgo/3.13-default-trixie-amd64.release.tar.xz"
+    assert SPECS["3.13-default-trixie-amd64@quick"].pgo_profile is None
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "scripts", root / "scripts")
+    renderer = render.Renderer(ROOT / "templates")
+    built = tmp_path / "pgo-profile.tar.xz"
+    built.write_bytes(b"gcda counters")
+    used = {"path": str(built), "sha256": __import__("hashlib").sha256(b"gcda counters").hexdigest()}
+    assert current_inputs(root, renderer, release).pgo_profile_sha256 is None
+    assert pin_pgo_profile(root, release, used) is True  # first lock: pinned from the build
+    assert (root / release.pgo_profile).read_bytes() == b"gcda counters"
+    assert pin_pgo_profile(root, release, used) is False  # already pinned, and the build used it
+    now = current_inputs(root, renderer, release)
+    assert now.pgo_profile_sha256 == used["sha256"]
+    lock = Lock(tmp_path / "matrix.lock", {release.key: {"inputs": now.as_dict()}})
+    assert lock.problems(release, now) == []
+    # one byte of the pinned profile changes: --locked names it
+    (root / release.pgo_profile).write_bytes(b"gcda counterz")
+    problems = lock.problems(release, current_inputs(root, renderer, release))
+    assert len(problems) == 1 and problems[0].startswith(f"{release.pgo_profile}: PGO profile sha256")
+    with pytest.raises(LockError, match="did not use the pinned PGO profile"):
+        pin_pgo_profile(root, release, used)
+    (root / release.pgo_profile).unlink()
+    assert lock.problems(release, current_inputs(root, renderer, release)) == [
+        f"{release.pgo_profile}: the pinned PGO profile is missing (lock: sha256 {used['sha256'][:16]}…)"
+    ]
+    with pytest.raises(LockError, match="left no PGO profile"):
+        pin_pgo_profile(root, release, {})
 
 
 def test_package_drift() -> None:

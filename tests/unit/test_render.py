@@ -57,9 +57,10 @@ def test_flags_reach_the_dockerfile_only_as_exec_form_json(specs: list[mx.BuildS
     text = render.Renderer(ROOT / "templates").dockerfile(spec)
     assert (
         'RUN ["/usr/local/sbin/cpforge-build", "3.13.5", "--disable-gil", "--enable-experimental-jit=yes", '
-        '"--enable-optimizations", "--with-lto", "--enable-shared", "CFLAGS_NODIST=-fno-omit-frame-pointer '
+        '"--enable-optimizations", "--with-lto", "--enable-shared", '
+        '"--enable-static-libpython-for-interpreter", "CFLAGS_NODIST=-fno-omit-frame-pointer '
         '-mno-omit-leaf-frame-pointer -fstack-protector-strong -fstack-clash-protection -D_FORTIFY_SOURCE=3", '
-        '"LDFLAGS_NODIST=-Wl,-z,relro -Wl,-z,now"]'
+        '"LDFLAGS_NODIST=-Wl,-z,relro -Wl,-z,now", "PROFILE_TASK=-m test --pgo-extended -j0 --timeout=300"]'
     ) in text
     assert 'RUN ["/usr/local/sbin/cpforge-install-build-deps", "amd64", "3.13", "--jit", "18"]' in text
     default = next(s for s in specs if s.id == "3.13-default-trixie-amd64")
@@ -92,3 +93,12 @@ def test_hadolint_passes_on_committed_dockerfiles() -> None:
         ["hadolint", "--config", str(ROOT / ".hadolint.yaml"), *files], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_pgo_builds_copy_the_pinned_profile_into_the_artifact_stage(specs: list[mx.BuildSpec]) -> None:
+    release = next(s for s in specs if s.id == "3.13-default-trixie-amd64" and s.profile.name == "release")
+    text = render.Renderer(ROOT / "templates").dockerfile(release)
+    assert "COPY pgo/ /usr/src/pgo/" in text
+    assert "CPFORGE_PGO_PROFILE=/usr/src/pgo/3.13-default-trixie-amd64.release.tar.xz" in text
+    quick = next(s for s in specs if s.id == "3.13-default-trixie-amd64" and s.profile.name == "quick")
+    assert "pgo" not in render.Renderer(ROOT / "templates").dockerfile(quick).lower()

@@ -11,6 +11,7 @@ from cpforge import matrix as mx
 from cpforge import smoke
 
 ROOT = Path(__file__).resolve().parents[2]
+GOOD = (ROOT / "matrix.yaml").read_text()
 SPECS = {s.id: s for s in mx.load(ROOT / "matrix.yaml").expand("quick")}
 
 
@@ -34,7 +35,12 @@ def facts_for(spec: mx.BuildSpec, **over: Any) -> dict[str, Any]:
         "ldd_missing": [],
         "llvm_files": [],
         "py_enable_shared": 1 if spec.profile.shared else 0,
-        "libpython_mapped": ["/usr/local/lib/libpython3.13.so.1.0"] if spec.profile.shared else [],
+        "libpython_mapped": (
+            ["/usr/local/lib/libpython3.13.so.1.0"]
+            if spec.profile.shared and not spec.profile.static_interpreter
+            else []
+        ),
+        "libpython_files": ["/usr/local/lib/libpython3.13.so", "/usr/local/lib/libpython3.13.so.1.0"],
     }
     base.update(over)
     return base
@@ -82,13 +88,26 @@ def test_required_modules_come_from_the_matrix() -> None:
     assert "compression.zstd" not in SPECS["3.13-default-trixie-amd64"].smoke_modules
 
 
-def test_release_profile_must_load_a_shared_libpython_from_the_prefix() -> None:
+def test_release_profile_ships_libpython_but_runs_a_static_interpreter() -> None:
     spec = {s.id: s for s in mx.load(ROOT / "matrix.yaml").expand("release")}["3.13-default-trixie-amd64"]
+    assert spec.profile.shared and spec.profile.static_interpreter
+    assert smoke.check(spec, facts_for(spec)) == []
+    problems = smoke.check(spec, facts_for(spec, libpython_mapped=["/usr/local/lib/libpython3.13.so.1.0"]))
+    assert len(problems) == 1 and "without loading libpython.so" in problems[0]
+    problems = smoke.check(spec, facts_for(spec, libpython_files=[]))
+    assert len(problems) == 1 and "for embedders" in problems[0]
+    static = smoke.check(spec, facts_for(spec, py_enable_shared=0))
+    assert any("Py_ENABLE_SHARED" in p for p in static)
+
+
+def test_a_shared_interpreter_must_load_libpython_from_the_prefix() -> None:
+    m = mx.loads(GOOD.replace("    static-interpreter: true ", "    static-interpreter: false "), "m.yaml")
+    spec = {s.id: s for s in m.expand("release")}["3.13-default-trixie-amd64"]
+    assert spec.profile.shared and not spec.profile.static_interpreter
     assert smoke.check(spec, facts_for(spec)) == []
     problems = smoke.check(spec, facts_for(spec, libpython_mapped=["/opt/elsewhere/libpython3.13.so.1.0"]))
     assert len(problems) == 1 and "libpython loaded from the prefix" in problems[0]
-    static = smoke.check(spec, facts_for(spec, py_enable_shared=0))
-    assert any("Py_ENABLE_SHARED" in p for p in static)
+    assert smoke.check(spec, facts_for(spec, libpython_mapped=[]))
 
 
 def test_missing_libraries_and_llvm_at_run_time_fail() -> None:

@@ -44,3 +44,35 @@ def test_payload_refuses_a_pyperformance_without_the_suite(tmp_path: Path) -> No
     driver.write_text("")
     with pytest.raises(speed.BenchError, match="lacks the benchmarks"):
         speed.payload(tmp_path, driver)
+
+
+class FakeEngine:
+    """Answers each benchmark run with the next time from a script; records what ran where."""
+
+    def __init__(self, times: dict[str, list[float]]) -> None:
+        self.times = times
+        self.calls: list[tuple[str, str, str | None]] = []
+
+    def run(self, image: str, command: list[str], **kw: object) -> object:
+        import json
+        from types import SimpleNamespace
+
+        name = command[-1]
+        self.calls.append((image, name, kw.get("cpuset")))  # type: ignore[arg-type]
+        return SimpleNamespace(exit_code=0, stdout=json.dumps({name: {"mean": self.times[image].pop(0)}}), stderr="")
+
+
+def test_interleaved_runs_every_interpreter_per_benchmark_and_keeps_the_best(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speed, "SUITE", ("nbody", "float"))
+    # rounds: nbody a, b, a, b; then float a, b, a, b
+    eng = FakeEngine({"A": [3.0, 2.0, 5.0, 6.0], "B": [4.0, 1.0, 7.0, 8.0]})
+    res = speed.SpeedResult()
+    contenders = [speed.Contender("a", "A", "python3"), speed.Contender("b", "B", "python3")]
+    speed.interleaved(eng, contenders, {}, res, rounds=2, cpu="1", say=lambda _: None)  # type: ignore[arg-type]
+    assert [(img, n) for img, n, _ in eng.calls] == [
+        ("A", "nbody"), ("B", "nbody"), ("A", "nbody"), ("B", "nbody"),
+        ("A", "float"), ("B", "float"), ("A", "float"), ("B", "float"),
+    ]  # fmt: skip
+    assert {cpu for _, _, cpu in eng.calls} == {"1"}
+    assert res.runs["a"] == {"nbody": [3.0, 2.0], "float": [5.0, 6.0]}
+    assert res.suites == {"a": {"nbody": 2.0, "float": 5.0}, "b": {"nbody": 1.0, "float": 7.0}}
