@@ -417,30 +417,38 @@ def _flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
     return _str_list(ctx, node, what, check)
 
 
-def _cc_flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
-    def check(item: yaml.Node, flag: str) -> None:
-        if not CC_FLAG_RE.match(flag):
-            raise ctx.fail(
-                item,
-                f"compiler flag {flag!r} in {what} is not a single `-flag` token",
-                "write one flag per list item, e.g. `-fstack-protector-strong` or `-Wl,-z,now`; "
-                "no spaces, quotes or shell metacharacters",
-            )
+def _words(ctx: _Ctx, node: yaml.Node, what: str, pattern: re.Pattern[str], problem: str, hint: str) -> tuple[str, ...]:
+    """The list ``what`` of single words, each matching ``pattern``; ``problem`` gets the bad word."""
+
+    def check(item: yaml.Node, word: str) -> None:
+        if not pattern.match(word):
+            raise ctx.fail(item, problem.format(word=repr(word)), hint)
 
     return _str_list(ctx, node, what, check)
+
+
+def _cc_flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
+    return _words(
+        ctx,
+        node,
+        what,
+        CC_FLAG_RE,
+        f"compiler flag {{word}} in {what} is not a single `-flag` token",
+        "write one flag per list item, e.g. `-fstack-protector-strong` or `-Wl,-z,now`; "
+        "no spaces, quotes or shell metacharacters",
+    )
 
 
 def _pgo_task(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
-    def check(item: yaml.Node, word: str) -> None:
-        if not PGO_TASK_RE.match(word):
-            raise ctx.fail(
-                item,
-                f"word {word!r} of {what} is not a plain argument",
-                "one argument per list item, e.g. [-m, test, --pgo-extended]; letters, digits and "
-                "._=,:/+- only (CPython's Makefile runs the task through a shell)",
-            )
-
-    return _str_list(ctx, node, what, check)
+    return _words(
+        ctx,
+        node,
+        what,
+        PGO_TASK_RE,
+        f"word {{word}} of {what} is not a plain argument",
+        "one argument per list item, e.g. [-m, test, --pgo-extended]; letters, digits and "
+        "._=,:/+- only (CPython's Makefile runs the task through a shell)",
+    )
 
 
 PROFILE_KEYS = (

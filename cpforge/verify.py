@@ -64,19 +64,36 @@ def member_digest(tar: tarfile.TarFile) -> dict[str, str]:
     return out
 
 
+def bytes_differing(a: bytes, b: bytes) -> int:
+    """How many bytes differ: position by position, plus the length difference."""
+    return sum(x != y for x, y in zip(a, b, strict=False)) + abs(len(a) - len(b))
+
+
 def diff_tars(a: IO[bytes], b: IO[bytes], limit: int = 20) -> list[str]:
-    with tarfile.open(fileobj=a, mode="r|*") as ta:
-        da = member_digest(ta)
-    with tarfile.open(fileobj=b, mode="r|*") as tb:
-        db = member_digest(tb)
-    diffs = []
-    for name in sorted(set(da) | set(db)):
-        if name not in da:
-            diffs.append(f"only in rebuild: {name}")
-        elif name not in db:
-            diffs.append(f"only in original: {name}")
-        elif da[name] != db[name]:
-            diffs.append(f"differs: {name}")
+    """The members that differ, first ``limit`` of them; for a file whose content differs, how many
+    of its bytes do."""
+    with tarfile.open(fileobj=a, mode="r:*") as ta, tarfile.open(fileobj=b, mode="r:*") as tb:
+        da, db = member_digest(ta), member_digest(tb)
+        diffs = []
+        for name in sorted(set(da) | set(db)):
+            if name not in da:
+                diffs.append(f"only in rebuild: {name}")
+            elif name not in db:
+                diffs.append(f"only in original: {name}")
+            elif da[name] != db[name]:
+                ma, mb = ta.getmember(name), tb.getmember(name)
+                fa = ta.extractfile(ma) if ma.isfile() else None
+                fb = tb.extractfile(mb) if mb.isfile() else None
+                if fa is not None and fb is not None and len(diffs) < limit:
+                    xa, xb = fa.read(), fb.read()
+                    n = bytes_differing(xa, xb)
+                    diffs.append(
+                        f"differs: {name} ({n} of {max(len(xa), len(xb))} bytes)"
+                        if n
+                        else f"differs: {name} (metadata)"
+                    )
+                else:
+                    diffs.append(f"differs: {name}")
     return diffs[:limit] + ([f"… and {len(diffs) - limit} more"] if len(diffs) > limit else [])
 
 

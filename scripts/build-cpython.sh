@@ -106,8 +106,8 @@ make -j"$(nproc)"
 if [ "$pgo" = yes ]; then
     # The profile this build used, for `invoke lock` to pin: sorted, epoch-stamped, uid 0, xz -T1.
     find . -name '*.gcda' -printf '%P\0' | sort -z \
-        | tar --null -T - --no-recursion --mtime="@${SOURCE_DATE_EPOCH}" --owner=0 --group=0 --numeric-owner \
-              --format=gnu -cf - | xz -T1 -6 > /tmp/pgo-profile.tar.xz
+        | tar --null --no-recursion --mtime="@${SOURCE_DATE_EPOCH}" --owner=0 --group=0 --numeric-owner \
+              --format=gnu -T - -cf - | xz -T1 -6 > /tmp/pgo-profile.tar.xz
     count=$(tar -tJf /tmp/pgo-profile.tar.xz | wc -l)
     [ "$count" -gt 0 ] || { echo "cpforge-build: the PGO build left no .gcda files" >&2; exit 1; }
     if [ -n "$pinned" ] && ! cmp -s /tmp/pgo-profile.tar.xz "$pinned"; then
