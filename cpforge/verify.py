@@ -25,6 +25,7 @@ from .errors import CpforgeError
 from .matrix import BuildSpec
 from .progress import Progress
 from .report import Report
+from .sources import sha256_file
 
 
 class VerifyError(CpforgeError):
@@ -148,11 +149,14 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
                 f"{spec.key} has no passing build to compare with",
                 hint=f"run `invoke build --filter {spec.id} --profile {spec.profile.name}` first",
             )
-        if spec.pgo and not prev.pgo_profile.get("pinned"):
+        pinned = ctx.ws.root / spec.pgo_profile if spec.pgo_profile else None
+        if pinned is not None and not pinned.exists():
             progress.say(
-                f"! {spec.key} trained its own PGO profile: the rebuild trains again and cannot match. "
-                f"Pin it first: `invoke lock --filter '{spec.id}' --profile {spec.profile.name}`, build, verify"
+                f"! {spec.key}: no pinned PGO profile, so the rebuild trains again and cannot match. Pin the "
+                f"last build's first: `invoke lock --filter '{spec.id}' --profile {spec.profile.name}`"
             )
+        elif pinned is not None and sha256_file(pinned) != prev.pgo_profile.get("sha256"):
+            progress.say(f"! {spec.key}: the last build used another PGO profile than {spec.pgo_profile}")
         progress.say(f"… {spec.key}: rebuilding from scratch (no layer cache) to compare with {prev.image_id[:19]}")
         new = builder.build_one(spec)
         old_layers = list(engine.inspect_image(prev.image_id)["RootFS"]["Layers"])

@@ -41,7 +41,6 @@ def test_flags_derive_from_typed_variant_fields() -> None:
         "CFLAGS_NODIST=-fno-omit-frame-pointer -mno-omit-leaf-frame-pointer -fstack-protector-strong "
         "-fstack-clash-protection -D_FORTIFY_SOURCE=3",
         "LDFLAGS_NODIST=-Wl,-z,relro -Wl,-z,now",
-        "PROFILE_TASK=-m test --pgo-extended -j0 --timeout=300",
     )
     assert ft_jit.configure_flags == ("--disable-gil", "--enable-experimental-jit=yes", *release)
     assert by_id["3.13-default-trixie-amd64"].configure_flags == release
@@ -189,15 +188,16 @@ def test_opt_in_distro_is_built_only_when_a_filter_names_it() -> None:
 
 
 def test_pgo_task_words_are_checked_and_need_pgo() -> None:
-    line = next(ln for ln in GOOD.splitlines() if ln.strip().startswith("pgo-task:"))
-    m = load(GOOD.replace(line, "    pgo-task: [-m, test, --pgo, --timeout=1200]"))
+    anchor = "    frame-pointers: true"
+    line = "    pgo-task: [-m, test, --pgo, --timeout=1200]"
+    m = load(GOOD.replace(anchor, line + "\n" + anchor, 1))
     flags = {s.id: s for s in m.expand("release")}["3.13-default-trixie-amd64"].configure_flags
     assert flags[-1] == "PROFILE_TASK=-m test --pgo --timeout=1200"
-    bad = GOOD.replace(line, "    pgo-task: [-m, test, '$(rm -rf /)']")
+    bad = GOOD.replace(anchor, "    pgo-task: [-m, test, '$(rm -rf /)']\n" + anchor, 1)
     with pytest.raises(MatrixError) as err:
         load(bad)
     assert "is not a plain argument" in str(err.value)
     assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "pgo-task:" in ln)
-    quick = GOOD.replace(line, "").replace("    tag-suffix: -quick", "    tag-suffix: -quick\n" + line, 1)
+    quick = GOOD.replace("    tag-suffix: -quick", "    tag-suffix: -quick\n" + line, 1)
     with pytest.raises(MatrixError, match="pgo-task without --enable-optimizations"):
         load(quick)
