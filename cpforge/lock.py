@@ -223,7 +223,13 @@ def check_locked(
 
 
 def stale(lock: Lock, root: Path, renderer: Renderer, specs: Sequence[BuildSpec]) -> list[str]:
-    return [f"{spec.key}: {p}" for spec in specs for p in lock.problems(spec, current_inputs(root, renderer, spec))]
+    """Locked entries whose inputs changed (an entry never locked is not stale, only unlocked)."""
+    return [
+        f"{spec.key}: {p}"
+        for spec in specs
+        if spec.key in lock.entries
+        for p in lock.problems(spec, current_inputs(root, renderer, spec))
+    ]
 
 
 def package_drift(locked: dict[str, str], actual: dict[str, str], stage: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from cpforge import matrix as mx
 from cpforge import render
-from cpforge.lock import Lock, LockError, current_inputs, package_drift, pin_pgo_profile
+from cpforge.lock import Lock, LockError, current_inputs, package_drift, pin_pgo_profile, stale
 from cpforge.publish import arch_tags, index_tags
 from cpforge.registry import Credentials, RegistryError, credentials_for, parse_reference
 
@@ -91,6 +91,18 @@ def test_lock_pins_the_pgo_profile_and_refuses_a_missing_or_changed_one(tmp_path
     ]
     with pytest.raises(LockError, match="left no PGO profile"):
         pin_pgo_profile(root, release, {})
+
+
+def test_only_locked_entries_can_be_stale(tmp_path: Path) -> None:
+    spec, other = SPECS["3.13-default-trixie-amd64@quick"], SPECS["3.13-jit-trixie-amd64@quick"]
+    renderer = render.Renderer(ROOT / "templates")
+    inputs = current_inputs(ROOT, renderer, spec).as_dict()
+    lock = Lock(tmp_path / "matrix.lock", {spec.key: {"inputs": inputs}})
+    assert stale(lock, ROOT, renderer, [spec, other]) == []  # `other` is unlocked, not stale
+    lock.entries[spec.key]["inputs"] = {**inputs, "base_image": "cpforge/debian:sid-amd64"}
+    assert stale(lock, ROOT, renderer, [spec, other]) == [
+        f"{spec.key}: base image cpforge/debian:trixie-amd64 (lock: cpforge/debian:sid-amd64)"
+    ]
 
 
 def test_package_drift() -> None:
