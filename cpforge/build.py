@@ -26,7 +26,7 @@ from . import base as base_images
 from . import render, smoke
 from .engine import Engine, context_tar, tree_tar
 from .errors import CpforgeError, RenderError
-from .lock import Lock, package_drift, packages_in
+from .lock import Lock, package_drift, packages_in, pinned_pgo_profile
 from .matrix import BuildSpec, Platform
 from .progress import Progress, fmt_seconds
 from .report import EntryResult, Report
@@ -190,10 +190,10 @@ class Builder:
                     "scripts/install-build-deps.sh": self.ws.scripts / "install-build-deps.sh",
                     f"sources/{spec.source.filename}": fetched.path,
                 }
-                pinned = self.ws.root / spec.pgo_profile if spec.pgo_profile else None
                 if spec.pgo_profile:
                     files["pgo/README.md"] = PGO_README
-                    if pinned is not None and pinned.exists():
+                    pinned = pinned_pgo_profile(self.ws.root, spec)
+                    if pinned is not None:
                         files[spec.pgo_profile] = pinned
                         res.pgo_profile["pinned"] = sha256_file(pinned)
                 ctx = context_tar(files)

@@ -61,14 +61,23 @@ class Inputs:
         }
 
 
+def pinned_pgo_profile(root: Path, spec: BuildSpec) -> Path | None:
+    """The committed PGO profile that builds of ``spec`` reuse: None when the spec does not train
+    or nothing is pinned yet."""
+    if not spec.pgo_profile:
+        return None
+    path = root / spec.pgo_profile
+    return path if path.exists() else None
+
+
 def current_inputs(root: Path, renderer: Renderer, spec: BuildSpec) -> Inputs:
-    pinned = root / spec.pgo_profile if spec.pgo_profile else None
+    pinned = pinned_pgo_profile(root, spec)
     return Inputs(
         source_sha256=spec.source.sha256,
         dockerfile_sha256=sha256_bytes(renderer.dockerfile(spec).encode()),
         scripts={s: sha256_bytes((root / s).read_bytes()) for s in SCRIPTS},
         base_image=spec.base_image,
-        pgo_profile_sha256=sha256_bytes(pinned.read_bytes()) if pinned is not None and pinned.exists() else None,
+        pgo_profile_sha256=sha256_bytes(pinned.read_bytes()) if pinned is not None else None,
     )
 
 

@@ -22,6 +22,7 @@ from . import api
 from .build import Builder, BuildOptions, Workspace
 from .engine import Engine
 from .errors import CpforgeError
+from .lock import pinned_pgo_profile
 from .matrix import BuildSpec
 from .progress import Progress
 from .report import Report
@@ -149,8 +150,8 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
                 f"{spec.key} has no passing build to compare with",
                 hint=f"run `invoke build --filter {spec.id} --profile {spec.profile.name}` first",
             )
-        pinned = ctx.ws.root / spec.pgo_profile if spec.pgo_profile else None
-        if pinned is not None and not pinned.exists():
+        pinned = pinned_pgo_profile(ctx.ws.root, spec)
+        if spec.pgo_profile and pinned is None:
             progress.say(
                 f"! {spec.key}: no pinned PGO profile, so the rebuild trains again and cannot match. Pin the "
                 f"last build's first: `invoke lock --filter '{spec.id}' --profile {spec.profile.name}`"
