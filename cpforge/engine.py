@@ -14,6 +14,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -249,30 +250,41 @@ class Engine:
 
     # ---------------------------------------------------------------- containers
 
-    def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path:
-        """Copy one file out of an image without running it."""
+    @contextmanager
+    def open_archive(self, image: str, path: str, platform: str | None = None) -> Iterator[tarfile.TarFile]:
+        """``path`` in an image, as the tar stream the engine archives it to (without running the image)."""
         cid = self.api.create_container(image, command=["/bin/true"], platform=platform)["Id"]
         try:
-            stream, _stat = self.api.get_archive(cid, path)
+            try:
+                stream, _stat = self.api.get_archive(cid, path)
+            except docker.errors.NotFound:
+                raise BuildError(f"{path} does not exist in image {image[:19]}") from None
             with tempfile.TemporaryFile() as tmp:
                 for chunk in stream:
                     tmp.write(chunk)
                 tmp.seek(0)
                 with tarfile.open(fileobj=tmp, mode="r|") as tar:
-                    for member in tar:
-                        if member.isfile():
-                            src = tar.extractfile(member)
-                            assert src is not None
-                            dest.parent.mkdir(parents=True, exist_ok=True)
-                            with dest.open("wb") as out:
-                                while chunk := src.read(1 << 20):
-                                    out.write(chunk)
-                            return dest
-            raise EngineError(f"{path} in image {image[:19]} is not a regular file")
-        except docker.errors.NotFound:
-            raise BuildError(f"{path} does not exist in image {image[:19]}") from None
+                    yield tar
         finally:
             self.api.remove_container(cid, force=True)
+
+    def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path:
+        """Copy one regular file out of an image without running it."""
+        with self.open_archive(image, path, platform) as tar:
+            for member in tar:
+                if member.isfile():
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with dest.open("wb") as out:
+                        while chunk := src.read(1 << 20):
+                            out.write(chunk)
+                    return dest
+        raise EngineError(f"{path} in image {image[:19]} is not a regular file")
+
+    def save(self, ref: str) -> Iterator[bytes]:
+        """The image in `docker save` format (a tar stream)."""
+        return iter(self.api.get_image(ref))
 
     def run(
         self,

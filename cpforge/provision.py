@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -324,25 +323,17 @@ def _fetch_lib(engine: Engine, image: str, spec: BuildSpec, soname: str, dest: P
 
 
 def _copy_member(engine: Engine, image: str, path: str, dest: Path, platform: str) -> tuple[str, str]:
-    cid = engine.api.create_container(image, command=["/bin/true"], platform=platform)["Id"]
-    try:
-        try:
-            stream, _ = engine.api.get_archive(cid, path)
-        except Exception as exc:  # noqa: BLE001 - docker raises NotFound/APIError
-            raise BuildError(f"{path}: {exc}") from None
-        data = b"".join(stream)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            member = tar.next()
-            assert member is not None
-            if member.issym():
-                return "link", member.linkname
-            f = tar.extractfile(member)
-            assert f is not None
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(f.read())
-            return "file", ""
-    finally:
-        engine.api.remove_container(cid, force=True)
+    """Copy ``path`` out of ``image`` to ``dest``: ("file", "") or, for a symlink, ("link", its target)."""
+    with engine.open_archive(image, path, platform) as tar:
+        member = tar.next()
+        assert member is not None
+        if member.issym():
+            return "link", member.linkname
+        f = tar.extractfile(member)
+        assert f is not None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(f.read())
+        return "file", ""
 
 
 def _deterministic_targz(root: Path, target: Path, epoch: int) -> None:

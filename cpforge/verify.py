@@ -102,7 +102,7 @@ def diff_tars(a: IO[bytes], b: IO[bytes], limit: int = 20) -> list[str]:
 def layer_tar(engine: Engine, image: str, index: int, dest: Path) -> Path:
     """Extract the index-th layer of ``image`` (docker save format) to ``dest``."""
     with tempfile.TemporaryFile() as saved:
-        for chunk in engine.api.get_image(image):
+        for chunk in engine.save(image):
             saved.write(chunk)
         saved.seek(0)
         with tarfile.open(fileobj=saved) as tar:
