@@ -73,6 +73,15 @@ class SpeedResult:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
+def fmt_time(seconds: float) -> str:
+    """Three significant digits in a unit that suits the value: 84.8 ms, 2.53 ms, 18.4 µs."""
+    if seconds != seconds:  # NaN: no result
+        return "—"
+    units = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6))
+    unit, scale = next(((u, sc) for u, sc in units if seconds >= sc), ("ns", 1e-9))
+    return f"{seconds / scale:.3g} {unit}"
+
+
 def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
@@ -191,9 +200,9 @@ def interleaved(
                     runs.append(float(v["mean"]))
                     res.suites.setdefault(c.label, {})[bench] = min(runs)
         line = "  ".join(
-            f"{c.label} {res.suites.get(c.label, {}).get(name, float('nan')) * 1e3:.2f}" for c in contenders
+            f"{c.label} {fmt_time(res.suites.get(c.label, {}).get(name, float('nan')))}" for c in contenders
         )
-        say(f"  {name} (ms, best of {rounds}): {line}")
+        say(f"  {name} (best of {rounds}): {line}")
 
 
 def run_threads(engine: Engine, image: str, files: dict[str, bytes], n: int) -> dict[str, Any]:
@@ -319,7 +328,7 @@ def markdown(res: SpeedResult) -> str:
     lines += ["", "Per benchmark: the best pyperf `--fast` mean over the rounds (interleaved, one pinned CPU):", ""]
     lines += ["| benchmark | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for n in names:
-        cells = [f"{res.suites[lb][n] * 1e3:.2f} ms" if n in res.suites[lb] else "—" for lb in labels]
+        cells = [fmt_time(res.suites[lb][n]) if n in res.suites[lb] else "—" for lb in labels]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "Image sizes (uncompressed):", ""]
     lines += [f"- {k}: {v / 1e6:.1f} MB" for k, v in res.sizes.items()]

@@ -28,7 +28,7 @@ def test_reports_show_ratios_and_a_bar_per_benchmark() -> None:
     )
     md = speed.markdown(res)
     assert "| speed ours(release)/debian | 0.995 |" in md
-    assert "| nbody | 100.00 ms | 90.00 ms |" in md
+    assert "| nbody | 100 ms | 90 ms |" in md
     page = speed.html_report(res)
     assert page.count("<rect") == 3  # the geomean and one bar per benchmark
     assert "0.900×" in page and "1.100×" in page
@@ -76,3 +76,12 @@ def test_interleaved_runs_every_interpreter_per_benchmark_and_keeps_the_best(mon
     assert {cpu for _, _, cpu in eng.calls} == {"1"}
     assert res.runs["a"] == {"nbody": [3.0, 2.0], "float": [5.0, 6.0]}
     assert res.suites == {"a": {"nbody": 2.0, "float": 5.0}, "b": {"nbody": 1.0, "float": 7.0}}
+
+
+def test_times_keep_three_significant_digits_in_a_fitting_unit() -> None:
+    assert speed.fmt_time(0.08477) == "84.8 ms"
+    assert speed.fmt_time(0.0000184) == "18.4 µs"  # json_loads-sized: not "0.02 ms"
+    assert speed.fmt_time(1.5) == "1.5 s"
+    assert speed.fmt_time(float("nan")) == "—"
+    md = speed.markdown(speed.SpeedResult(suites={"debian": {"json_loads": 0.0000184}}))
+    assert "| json_loads | 18.4 µs |" in md
