@@ -50,7 +50,7 @@ def test_the_committed_dockerfile_builds_alone_passes_smoke_and_rebuilds_to_the_
 
     # Removing the image removes its runtime-stage layers (the artifact stage stays cached), so the
     # second build runs the runtime stage again, later: its layers must not depend on when.
-    engine.api.remove_image(TAG)
+    engine.remove_image(TAG)
     time.sleep(2)
     _docker_build(dockerfile, log)
     second = engine.inspect_image(TAG)
@@ -58,4 +58,4 @@ def test_the_committed_dockerfile_builds_alone_passes_smoke_and_rebuilds_to_the_
         assert second["Id"] != first["Id"]  # a new image (built later) ...
         assert second["RootFS"]["Layers"] == first["RootFS"]["Layers"]  # ... with the same layers
     finally:
-        engine.api.remove_image(TAG)
+        engine.remove_image(TAG)
