@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import base as base_images
 from . import render, smoke
-from .engine import Engine, context_tar, tree_tar
+from .engine import Engine, context_tar
 from .errors import CpforgeError, RenderError
 from .lock import Lock, package_drift, packages_in, pinned_pgo_profile
 from .matrix import BuildSpec, Platform
@@ -213,20 +213,17 @@ class Builder:
                 adir = self.ws.artifact_dir(spec)
                 tarball = adir / "cpython.tar"
                 packages = adir / "runtime-packages.txt"
-                debs = adir / "runtime-debs.txt"
                 reuse = (
                     previous is not None
                     and previous.artifact_image_id == artifact_image
                     and tarball.exists()
                     and packages.exists()
-                    and debs.exists()
                     and previous.artifact.get("sha256") == sha256_file(tarball)
                 )
                 if not reuse:
                     self.progress.step(spec.key, "copying the artifact out")
                     self.engine.copy_out(artifact_image, "/artifact/cpython.tar", tarball)
                     self.engine.copy_out(artifact_image, "/artifact/runtime-packages.txt", packages)
-                    self.engine.copy_out(artifact_image, "/artifact/runtime-debs.txt", debs)
                 res.artifact = {"path": str(tarball), "sha256": sha256_file(tarball), "bytes": tarball.stat().st_size}
                 if spec.pgo:
                     profile = adir / "pgo-profile.tar.xz"
@@ -240,13 +237,7 @@ class Builder:
                 self.progress.step(spec.key, "assembling the runtime image")
                 log.write("\n=== runtime image (from cpython.tar) ===\n")
                 rctx = context_tar(
-                    {
-                        "Dockerfile": self.renderer.runtime_dockerfile(spec).encode(),
-                        "cpython.tar": tarball,
-                        "runtime-debs.tar": tree_tar(
-                            {"usr/local/share/cpforge/runtime-debs.txt": debs.read_bytes()}, self.renderer.epoch
-                        ),
-                    }
+                    {"Dockerfile": self.renderer.runtime_dockerfile(spec).encode(), "cpython.tar": tarball}
                 )
                 image = self.engine.build(
                     rctx,

@@ -38,27 +38,6 @@ class RunResult:
     stderr: str
 
 
-def tree_tar(files: dict[str, bytes], mtime: int) -> bytes:
-    """Files at absolute-style paths with every parent directory, all stamped ``mtime``, uid 0: for
-    `ADD x.tar /`, whose extraction restores directory mtimes (a COPY would stamp the parent
-    directory with the build time, and that would differ between two builds)."""
-    buf = io.BytesIO()
-    dirs = sorted({"/".join(n.split("/")[:i]) for n in files for i in range(1, n.count("/") + 1)})
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in [*dirs, *sorted(files)]:
-            info = tarfile.TarInfo(name)
-            info.mtime = mtime
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            if name in files:
-                info.size, info.mode = len(files[name]), 0o644
-                tar.addfile(info, io.BytesIO(files[name]))
-            else:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-    return buf.getvalue()
-
-
 def context_tar(files: dict[str, bytes | Path]) -> IO[bytes]:
     """A deterministic build context: sorted members, mtime 0, uid/gid 0, modes 0644/0755."""
     buf = tempfile.TemporaryFile()
@@ -80,6 +59,11 @@ def context_tar(files: dict[str, bytes | Path]) -> IO[bytes]:
                 tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     return buf
+
+
+def short_ref(ref: str) -> str:
+    """An image for messages: an id shortened to sha256:+12 hex digits, a tag as it is."""
+    return ref[:19] if ref.startswith("sha256:") else ref
 
 
 class Engine:
@@ -253,12 +237,15 @@ class Engine:
     @contextmanager
     def open_archive(self, image: str, path: str, platform: str | None = None) -> Iterator[tarfile.TarFile]:
         """``path`` in an image, as the tar stream the engine archives it to (without running the image)."""
-        cid = self.api.create_container(image, command=["/bin/true"], platform=platform)["Id"]
+        try:
+            cid = self.api.create_container(image, command=["/bin/true"], platform=platform)["Id"]
+        except docker.errors.ImageNotFound:
+            raise BuildError(f"image {short_ref(image)} does not exist (to read {path} from)") from None
         try:
             try:
                 stream, _stat = self.api.get_archive(cid, path)
             except docker.errors.NotFound:
-                raise BuildError(f"{path} does not exist in image {image[:19]}") from None
+                raise BuildError(f"{path} does not exist in image {short_ref(image)}") from None
             with tempfile.TemporaryFile() as tmp:
                 for chunk in stream:
                     tmp.write(chunk)
@@ -280,7 +267,7 @@ class Engine:
                         while chunk := src.read(1 << 20):
                             out.write(chunk)
                     return dest
-        raise EngineError(f"{path} in image {image[:19]} is not a regular file")
+        raise EngineError(f"{path} in image {short_ref(image)} is not a regular file")
 
     def save(self, ref: str) -> Iterator[bytes]:
         """The image in `docker save` format (a tar stream)."""

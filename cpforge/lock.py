@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine
+from .engine import Engine, short_ref
 from .errors import CpforgeError
 from .matrix import BuildSpec
 from .render import Renderer
@@ -168,7 +168,7 @@ class Lock:
 def packages_in(engine: Engine, image: str, platform: str) -> dict[str, str]:
     res = engine.run(image, DPKG_QUERY, platform=platform)
     if res.exit_code != 0:
-        raise LockError(f"cannot list Debian packages in image {image[:19]}: {res.stderr.strip()}")
+        raise LockError(f"cannot list Debian packages in image {short_ref(image)}: {res.stderr.strip()}")
     pkgs: dict[str, str] = {}
     for line in res.stdout.splitlines():
         name, _, version = line.partition("=")

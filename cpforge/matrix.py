@@ -54,6 +54,7 @@ CC_FLAG_RE = re.compile(r"^-[A-Za-z0-9][A-Za-z0-9_=,.+:/-]*$")
 FRAME_POINTER_FLAGS = ("-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer")
 # One word of the PGO training command (CPython's Makefile runs PROFILE_TASK through a shell).
 PGO_TASK_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_=.,:/+-]*$|^-[A-Za-z0-9_=.,:/+-]+$")
+MODULE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +150,10 @@ class Profile:
     cflags_nodist: tuple[str, ...] = ()  # CPython's own objects only: never leaks into extension builds
     ldflags_nodist: tuple[str, ...] = ()
     pgo_task: tuple[str, ...] = ()  # PROFILE_TASK: what the instrumented python runs to train PGO
+    # Stdlib extension modules linked into libpython (and so into a static interpreter) instead of
+    # shipped as .so files, as Debian's python3.X does: calls between them and the core get inlined
+    # across by LTO and trained by PGO, and importing them opens no file.
+    builtin_modules: tuple[str, ...] = ()
 
     def build_flags(self) -> tuple[str, ...]:
         """The configure arguments this profile adds: its flags, then derived ones."""
@@ -460,6 +465,7 @@ PROFILE_KEYS = (
     "cflags-nodist",
     "ldflags-nodist",
     "pgo-task",
+    "builtin-modules",
 )
 
 TOP_KEYS = (
@@ -711,12 +717,29 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
                     f"profile `{name}` sets pgo-task without --enable-optimizations",
                     "add --enable-optimizations to the profile's configure flags, or drop pgo-task",
                 )
+        builtin: tuple[str, ...] = ()
+        if "builtin-modules" in m:
+            builtin = _words(
+                ctx,
+                m["builtin-modules"][1],
+                f"profile `{name}` builtin-modules",
+                MODULE_NAME_RE,
+                f"{{word}} in profile `{name}` builtin-modules is not a module name",
+                "list top-level stdlib extension modules by import name, e.g. [math, _json, _pickle]",
+            )
+            if twice := sorted({mod for mod in builtin if builtin.count(mod) > 1}):
+                raise ctx.fail(
+                    m["builtin-modules"][1],
+                    f"profile `{name}` builtin-modules lists {', '.join(twice)} twice",
+                    "list each module once",
+                )
         profiles.append(
             Profile(
                 name=name,
                 configure=conf,
                 tag_suffix=sfx,
                 pgo_task=pgo_task,
+                builtin_modules=builtin,
                 shared=shared,
                 static_interpreter=static_interpreter,
                 frame_pointers=(

@@ -93,6 +93,23 @@ def expectations(spec: BuildSpec) -> list[Expectation]:
                 "['/usr/local/lib/libpython…']",
             )
         )
+    if builtin := spec.profile.builtin_modules:
+        exp.append(
+            Expectation(
+                "builtin_module_names",
+                "sys.builtin_module_names (the profile's builtin-modules)",
+                lambda v: isinstance(v, list) and set(builtin) <= set(v),
+                f"all of {', '.join(builtin)}",
+            )
+        )
+        exp.append(
+            Expectation(
+                "dynload_modules",
+                "lib-dynload .so files for the profile's builtin-modules",
+                lambda v: isinstance(v, list) and not set(builtin) & set(v),
+                "none",
+            )
+        )
     if spec.variant.jit == "yes" and not ft:
         # A JIT built with `yes` is on by default; free-threaded builds report whatever is true.
         exp.append(Expectation("jit_enabled", "JIT enabled by default", lambda v: v is True, "True"))

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine, context_tar
+from .engine import Engine, context_tar, short_ref
 from .errors import CpforgeError
 from .matrix import Matrix
 from .report import Report
@@ -164,7 +164,9 @@ def run_suite(
         cpuset=cpu,
     )
     if out.exit_code != 0:
-        raise BenchError(f"the benchmark suite failed in {image[:19]} (exit {out.exit_code}): {out.stderr[-800:]}")
+        raise BenchError(
+            f"the benchmark suite failed in {short_ref(image)} (exit {out.exit_code}): {out.stderr[-800:]}"
+        )
     return dict(json.loads(out.stdout))
 
 
@@ -208,7 +210,7 @@ def interleaved(
 def run_threads(engine: Engine, image: str, files: dict[str, bytes], n: int) -> dict[str, Any]:
     out = engine.run(image, ["python3", "/bench/driver.py", "threads", str(n)], files=files, timeout=SUITE_TIMEOUT)
     if out.exit_code != 0:
-        raise BenchError(f"the threads workload failed in {image[:19]}: {out.stderr[-800:]}")
+        raise BenchError(f"the threads workload failed in {short_ref(image)}: {out.stderr[-800:]}")
     return dict(json.loads(out.stdout))
 
 

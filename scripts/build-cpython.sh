@@ -7,14 +7,18 @@
 #   /artifact/runtime-packages.txt       Debian packages owning every shared library the binaries need
 #                                        (also shipped as /usr/local/share/cpforge/runtime-packages.txt)
 #   /artifact/runtime-debs.txt           the exact .deb files (with dependencies) those resolve to on
-#                                        the mirror: "PACKAGE[:ARCH] URI SHA256" per line
+#                                        the mirror: "PACKAGE[:ARCH] URI SHA256" per line (also shipped
+#                                        as /usr/local/share/cpforge/runtime-debs.txt: the runtime stage
+#                                        installs from it)
 #   /artifact/pgo-profile.tar.xz         PGO builds: the .gcda files the build used (see CPFORGE_PGO_PROFILE)
 #
 # Usage: cpforge-build VERSION [CONFIGURE_FLAG ...]
 # Environment: SOURCE_DATE_EPOCH (required); CPFORGE_TARGET_ARCH (Debian architecture to build for;
 # default: this container's). When it differs from the container's, the build cross-compiles with the
 # toolchain cpforge-install-build-deps installed. CPFORGE_PGO_PROFILE: a pinned PGO profile to reuse
-# when that file exists (PGO builds only).
+# when that file exists (PGO builds only). CPFORGE_BUILTIN_MODULES: stdlib extension modules (import
+# names, space-separated) to link into libpython, and so into a static interpreter, instead of
+# building them as .so files.
 # Runs without cpforge: plain bash, no host access. Arguments arrive through exec form, never a shell.
 set -euo pipefail
 
@@ -81,6 +85,28 @@ for flag in "$@"; do
 done
 pgo=no
 for flag in "${args[@]}"; do [ "$flag" = --enable-optimizations ] && pgo=yes; done
+if [ -n "${CPFORGE_BUILTIN_MODULES:-}" ]; then
+    # Setup.local comes first in makesetup's list, and the first rule for a module wins: these take
+    # Setup.stdlib's rules (the same sources and MODULE_<NAME>_CFLAGS/LDFLAGS), built *static*.
+    read -r -a builtin_modules <<< "$CPFORGE_BUILTIN_MODULES"
+    {
+        echo "# cpforge-build: CPFORGE_BUILTIN_MODULES"
+        echo "*static*"
+        for mod in "${builtin_modules[@]}"; do
+            if ! [[ "$mod" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+                echo "cpforge-build: ${mod@Q} in CPFORGE_BUILTIN_MODULES is not a module name" >&2
+                exit 1
+            fi
+            rule=$(sed -n "s/^@MODULE_[A-Z0-9_]*_TRUE@\(${mod} .*\)\$/\1/p" Modules/Setup.stdlib.in)
+            if [ -z "$rule" ]; then
+                echo "cpforge-build: Python ${version} has no stdlib extension module ${mod} to build in" >&2
+                exit 1
+            fi
+            echo "$rule"
+        done
+    } > Modules/Setup.local
+    log "built-in extension modules: ${builtin_modules[*]}"
+fi
 log "configure ${configure[*]} ${args[*]}"
 ./configure "${configure[@]}" "${args[@]}"
 
@@ -241,6 +267,7 @@ while read -r pkg; do
         exit 1
     fi
 done < /artifact/runtime-packages.txt
+cp /artifact/runtime-debs.txt "$root/share/cpforge/runtime-debs.txt"
 touch -d "@${SOURCE_DATE_EPOCH}" /artifact/runtime-debs.txt
 log "runtime .deb files: $(cut -d' ' -f1 /artifact/runtime-debs.txt | tr '\n' ' ')"
 

@@ -163,7 +163,10 @@ def main() -> None:
     rc, out, err = run([exe, "-c", JIT_PROBE], {**clean_env, "PYTHON_JIT": "0"})
     facts["jit_enabled_with_python_jit_0"] = json.loads(out).get("jit_enabled") if rc == 0 else None
 
-    modules = sorted(set(extension_modules()) | set(required))
+    dynload = extension_modules()
+    facts["builtin_module_names"] = sorted(sys.builtin_module_names)
+    facts["dynload_modules"] = dynload
+    modules = sorted(set(dynload) | set(required))
     facts["extension_modules"] = len(modules)
     rc, out, err = run([exe, "-c", IMPORT_PROBE, *modules], clean_env)
     facts["failed_imports"] = json.loads(out) if rc == 0 else {"<probe>": err[-2000:]}

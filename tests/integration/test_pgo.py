@@ -33,6 +33,7 @@ PROFILE_YAML = f"""  {PROFILE}:                 # the release profile's mechanic
     shared: true
     static-interpreter: true
     frame-pointers: true
+    builtin-modules: [math, _json]
   release:"""
 
 
@@ -78,6 +79,10 @@ def test_pgo_build_with_static_interpreter_passes_and_exports_its_profile(traine
     assert trained.facts["libpython_mapped"] == []  # python runs without libpython.so …
     assert "/usr/local/lib/libpython3.13.so.1.0" in trained.facts["libpython_files"]  # … which is shipped
     assert trained.pgo_profile["sha256"] and "pinned" not in trained.pgo_profile
+    # builtin-modules: linked in (the smoke test checked sys.builtin_module_names), no .so shipped
+    assert {"math", "_json"} <= set(trained.facts["builtin_module_names"])
+    assert not {"math", "_json"} & set(trained.facts["dynload_modules"])
+    assert "_pickle" in trained.facts["dynload_modules"]  # what the profile does not list stays a .so
     # It trained: the exported profile holds .gcda files. (Checked on the artifact, not the build log:
     # a warm layer cache replays the build without printing it.)
     with tarfile.open(str(trained.pgo_profile["path"])) as tar:

@@ -14,7 +14,7 @@ import pytest
 from cpforge import api
 from cpforge.build import BuildOptions
 from cpforge.engine import Engine
-from cpforge.errors import EngineError, SourceError
+from cpforge.errors import BuildError, EngineError, SourceError
 from cpforge.progress import Progress
 from cpforge.report import EntryResult
 
@@ -100,6 +100,20 @@ def test_runtime_image_has_no_compilers(engine: Engine, built_313: dict[str, Ent
     res = built_313["jit"]
     out = engine.run(res.tags[0], ["bash", "-c", "command -v gcc clang-18 llvm-readobj-18 || echo none"])
     assert out.stdout.strip() == "none"
+
+
+def test_copy_out_reads_a_file_and_names_what_is_missing(
+    tmp_path: Path, engine: Engine, built_313: dict[str, EntryResult]
+) -> None:
+    tag = built_313["default"].tags[0]
+    dest = engine.copy_out(tag, "/usr/local/share/cpforge/runtime-packages.txt", tmp_path / "pkgs.txt")
+    assert "libssl3t64" in dest.read_text().split()
+    with pytest.raises(BuildError, match="/nonexistent does not exist in image"):
+        engine.copy_out(tag, "/nonexistent", tmp_path / "x")
+    with pytest.raises(BuildError, match="image cpforge-test/no-such:image does not exist"):
+        engine.copy_out("cpforge-test/no-such:image", "/etc/os-release", tmp_path / "y")
+    with pytest.raises(EngineError, match="is not a regular file"):
+        engine.copy_out(tag, "/usr/local/share/cpforge", tmp_path / "z")
 
 
 def test_no_change_rerun_reuses_everything(ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]) -> None:

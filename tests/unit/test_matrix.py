@@ -201,3 +201,22 @@ def test_pgo_task_words_are_checked_and_need_pgo() -> None:
     quick = GOOD.replace("    tag-suffix: -quick", "    tag-suffix: -quick\n" + line, 1)
     with pytest.raises(MatrixError, match="pgo-task without --enable-optimizations"):
         load(quick)
+
+
+def test_builtin_modules_are_checked_names_on_the_profile() -> None:
+    anchor = "    tag-suffix: -quick"
+    m = load(GOOD.replace(anchor, anchor + "\n    builtin-modules: [math, _json]", 1))
+    spec = {s.id: s for s in m.expand("quick")}["3.13-default-trixie-amd64"]
+    assert spec.profile.builtin_modules == ("math", "_json")
+    assert not any("math" in f for f in spec.configure_flags)  # carried by the build's environment
+    for value, problem in (
+        ("[math, 'x; rm -rf /']", "'x; rm -rf /' in profile `quick` builtin-modules is not a module name"),
+        ("[math, os.path]", "'os.path' in profile `quick` builtin-modules is not a module name"),
+        ("[math, _json, math]", "builtin-modules lists math twice"),
+        ("math", "must be a list"),
+    ):
+        bad = GOOD.replace(anchor, f"{anchor}\n    builtin-modules: {value}", 1)
+        with pytest.raises(MatrixError) as err:
+            load(bad)
+        assert problem in str(err.value)
+        assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "builtin-modules:" in ln)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -102,3 +103,12 @@ def test_pgo_builds_copy_the_pinned_profile_into_the_artifact_stage(specs: list[
     assert "CPFORGE_PGO_PROFILE=/usr/src/pgo/3.13-default-trixie-amd64.release.tar.xz" in text
     quick = next(s for s in specs if s.id == "3.13-default-trixie-amd64" and s.profile.name == "quick")
     assert "pgo" not in render.Renderer(ROOT / "templates").dockerfile(quick).lower()
+
+
+def test_builtin_modules_reach_the_build_as_one_quoted_env_value(specs: list[mx.BuildSpec]) -> None:
+    quick = next(s for s in specs if s.id == "3.13-default-trixie-amd64" and s.profile.name == "quick")
+    assert "CPFORGE_BUILTIN_MODULES" not in render.Renderer(ROOT / "templates").dockerfile(quick)
+    profile = dataclasses.replace(quick.profile, builtin_modules=("math", "_json"))
+    text = render.Renderer(ROOT / "templates").dockerfile(dataclasses.replace(quick, profile=profile))
+    (env,) = [ln for ln in text.splitlines() if ln.startswith("ENV SOURCE_DATE_EPOCH=")]
+    assert env.endswith(' CPFORGE_TARGET_ARCH=amd64 CPFORGE_BUILTIN_MODULES="math _json"')

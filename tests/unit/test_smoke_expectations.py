@@ -41,6 +41,8 @@ def facts_for(spec: mx.BuildSpec, **over: Any) -> dict[str, Any]:
             else []
         ),
         "libpython_files": ["/usr/local/lib/libpython3.13.so", "/usr/local/lib/libpython3.13.so.1.0"],
+        "builtin_module_names": sorted({"_abc", "_io", "sys", *spec.profile.builtin_modules}),
+        "dynload_modules": sorted({"_ssl", "_sqlite3", "math", "_json"} - set(spec.profile.builtin_modules)),
     }
     base.update(over)
     return base
@@ -117,3 +119,16 @@ def test_missing_libraries_and_llvm_at_run_time_fail() -> None:
         facts_for(spec, ldd_missing=["/usr/local/bin/python3.13: libffi.so.8 => not found"], llvm_files=["/usr/lib/x"]),
     )
     assert len(problems) == 2
+
+
+def test_builtin_modules_must_be_built_in_and_not_shipped_as_so_files() -> None:
+    spec = {s.id: s for s in mx.load(ROOT / "matrix.yaml").expand("release")}["3.13-default-trixie-amd64"]
+    assert {"math", "_json"} <= set(spec.profile.builtin_modules)
+    assert smoke.check(spec, facts_for(spec)) == []
+    (missing,) = smoke.check(spec, facts_for(spec, builtin_module_names=["_abc", "sys"]))
+    assert "sys.builtin_module_names" in missing and "fact `builtin_module_names`" in missing
+    (shipped,) = smoke.check(spec, facts_for(spec, dynload_modules=["_ssl", "math"]))
+    assert "lib-dynload .so files" in shipped
+    quick = SPECS["3.13-default-trixie-amd64"]
+    assert not quick.profile.builtin_modules
+    assert smoke.check(quick, facts_for(quick, builtin_module_names=None, dynload_modules=None)) == []
