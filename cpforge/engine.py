@@ -258,15 +258,16 @@ class Engine:
     def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path:
         """Copy one regular file out of an image without running it."""
         with self.open_archive(image, path, platform) as tar:
-            for member in tar:
-                if member.isfile():
-                    src = tar.extractfile(member)
-                    assert src is not None
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with dest.open("wb") as out:
-                        while chunk := src.read(1 << 20):
-                            out.write(chunk)
-                    return dest
+            # The archive's first member is `path` itself: a directory comes first, then its files.
+            member = tar.next()
+            if member is not None and member.isfile():
+                src = tar.extractfile(member)
+                assert src is not None
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with dest.open("wb") as out:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+                return dest
         raise EngineError(f"{path} in image {short_ref(image)} is not a regular file")
 
     def save(self, ref: str) -> Iterator[bytes]:
