@@ -151,8 +151,8 @@ class Profile:
     ldflags_nodist: tuple[str, ...] = ()
     pgo_task: tuple[str, ...] = ()  # PROFILE_TASK: what the instrumented python runs to train PGO
     # Stdlib extension modules linked into libpython (and so into a static interpreter) instead of
-    # shipped as .so files, as Debian's python3.X does: calls between them and the core get inlined
-    # across by LTO and trained by PGO, and importing them opens no file.
+    # shipped as .so files, as Debian's python3.X does: importing them opens and maps no file, and
+    # LTO sees them with the core (measured here: faster startup, the same benchmark times).
     builtin_modules: tuple[str, ...] = ()
 
     def build_flags(self) -> tuple[str, ...]:
