@@ -456,6 +456,20 @@ def _pgo_task(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
     )
 
 
+def _module_names(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
+    names = _words(
+        ctx,
+        node,
+        what,
+        MODULE_NAME_RE,
+        f"{{word}} in {what} is not a module name",
+        "list top-level stdlib extension modules by import name, e.g. [math, _json, _pickle]",
+    )
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ctx.fail(node, f"{what} lists {', '.join(twice)} twice", "list each module once")
+    return names
+
+
 PROFILE_KEYS = (
     "configure",
     "tag-suffix",
@@ -719,20 +733,7 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
                 )
         builtin: tuple[str, ...] = ()
         if "builtin-modules" in m:
-            builtin = _words(
-                ctx,
-                m["builtin-modules"][1],
-                f"profile `{name}` builtin-modules",
-                MODULE_NAME_RE,
-                f"{{word}} in profile `{name}` builtin-modules is not a module name",
-                "list top-level stdlib extension modules by import name, e.g. [math, _json, _pickle]",
-            )
-            if twice := sorted({mod for mod in builtin if builtin.count(mod) > 1}):
-                raise ctx.fail(
-                    m["builtin-modules"][1],
-                    f"profile `{name}` builtin-modules lists {', '.join(twice)} twice",
-                    "list each module once",
-                )
+            builtin = _module_names(ctx, m["builtin-modules"][1], f"profile `{name}` builtin-modules")
         profiles.append(
             Profile(
                 name=name,
