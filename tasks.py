@@ -235,7 +235,8 @@ def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int) -> None:
         raise Exit("cpforge: --rounds must be at least 1", code=2)
     res = speed.speed(eng, ctx.matrix, Report.load(ctx.report_path), ctx.ws.out, ctx.ws.scripts, rounds=rounds)
     for name, value in res.ratios.items():
-        print(f"  {name}: {value}")
+        lo_hi = res.spread.get(name)
+        print(f"  {name}: {value}" + (f" (rounds alone: {lo_hi[0]} to {lo_hi[1]})" if lo_hi else ""))
     for note in res.notes:
         print(f"  note: {note}")
     print(f"results: {ctx.ws.out / 'bench' / 'speed.json'}, speed.md, speed.html")

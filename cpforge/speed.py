@@ -66,6 +66,7 @@ class SpeedResult:
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     threads: dict[str, dict[str, Any]] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
+    spread: dict[str, list[float]] = field(default_factory=dict)  # ratio name -> [lowest, highest] round
     sizes: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -94,6 +95,16 @@ def ratio(result: SpeedResult, a: str, b: str) -> tuple[float, dict[str, float]]
         return None
     per = {n: sa[n] / sb[n] for n in common}
     return geomean(list(per.values())), per
+
+
+def round_ratios(result: SpeedResult, a: str, b: str) -> list[float]:
+    """The geometric-mean ratio time(a)/time(b) of each round on its own. Round r of a benchmark ran
+    on a and b back to back, so the rounds pair up; benchmarks whose run counts differ (a run
+    failed) are left out. How far these spread is the noise the headline ratio carries."""
+    ra, rb = result.runs.get(a, {}), result.runs.get(b, {})
+    common = sorted(n for n in set(ra) & set(rb) if len(ra[n]) == len(rb[n]))
+    rounds = min((len(ra[n]) for n in common), default=0)
+    return [geomean([ra[n][r] / rb[n][r] for n in common]) for r in range(rounds)]
 
 
 # ------------------------------------------------------------------------------------ payload
@@ -292,6 +303,9 @@ def speed(
         r = ratio(res, a, b)
         if r is not None:
             res.ratios[name] = round(r[0], 4)
+        per_round = round_ratios(res, a, b)
+        if len(per_round) > 1:
+            res.spread[name] = [round(min(per_round), 4), round(max(per_round), 4)]
 
     n = os.cpu_count() or 2
     for label in [k for k in chosen if k == "freethreaded" or k.startswith("gil-")]:
@@ -325,6 +339,9 @@ def speed(
 def markdown(res: SpeedResult) -> str:
     lines = ["# cpforge bench speed", "", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in res.ratios.items()]
+    if res.spread:
+        lines += ["", "Each round alone (its runs of every interpreter ran back to back); the range is the noise:", ""]
+        lines += [f"- {k}: {lo} to {hi}" for k, (lo, hi) in res.spread.items()]
     labels = [k for k in ("debian", "ours-release", "ours-quick", "jit-on", "jit-off") if k in res.suites]
     names = sorted({n for s in res.suites.values() for n in s})
     lines += ["", "Per benchmark: the best pyperf `--fast` mean over the rounds (interleaved, one pinned CPU):", ""]

@@ -20,6 +20,21 @@ def test_geomean_ratio_uses_only_common_benchmarks() -> None:
     assert speed.ratio(res, "a", "missing") is None
 
 
+def test_each_round_gives_its_own_ratio_and_the_report_shows_their_range() -> None:
+    res = speed.SpeedResult(
+        runs={
+            "ours": {"x": [2.0, 1.0], "y": [1.0, 1.0], "failed_once": [9.0]},
+            "debian": {"x": [1.0, 1.0], "y": [2.0, 4.0], "failed_once": [1.0, 1.0]},
+        }
+    )
+    per_round = speed.round_ratios(res, "ours", "debian")
+    assert [round(v, 4) for v in per_round] == [1.0, 0.5]  # sqrt(2 * 0.5), sqrt(1 * 0.25); failed_once left out
+    assert speed.round_ratios(res, "ours", "missing") == []
+    res.spread["speed ours(release)/debian"] = [0.5, 1.0]
+    assert "- speed ours(release)/debian: 0.5 to 1.0" in speed.markdown(res)
+    assert "the range is the noise" not in speed.markdown(speed.SpeedResult())  # one round: no range
+
+
 def test_reports_show_ratios_and_a_bar_per_benchmark() -> None:
     res = speed.SpeedResult(
         suites={"ours-release": {"nbody": 0.09, "float": 0.11}, "debian": {"nbody": 0.1, "float": 0.1}},
