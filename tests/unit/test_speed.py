@@ -32,7 +32,7 @@ def test_each_round_gives_its_own_ratio_and_the_report_shows_their_range() -> No
     assert speed.round_ratios(res, "ours", "missing") == []
     res.spread["speed ours(release)/debian"] = [0.5, 1.0]
     assert "- speed ours(release)/debian: 0.5 to 1.0" in speed.markdown(res)
-    assert "the range is the noise" not in speed.markdown(speed.SpeedResult())  # one round: no range
+    assert "the range is the noise" not in speed.markdown(speed.SpeedResult())  # no per-round ratios: no range
 
 
 def test_reports_show_ratios_and_a_bar_per_benchmark() -> None:
