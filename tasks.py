@@ -251,7 +251,7 @@ def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int) -> None:
         "filter": "glob on entry ids; give one variant for both platforms, e.g. '3.13-freethreaded-*'",
         "profile": "build profile (default: the matrix's default)",
         "emulate_seconds": "also run the arm64 build fully emulated under QEMU for at most this long (0: skip)",
-        "rounds": "speed: rounds of the interleaved benchmark runs; each benchmark keeps its best (default 2)",
+        "rounds": "speed: rounds of interleaved benchmark runs; each benchmark keeps its fastest process (default 2)",
         "engine": "Docker engine URL",
     },
     iterable=["filter"],

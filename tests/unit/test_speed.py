@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_payload_refuses_a_pyperformance_without_the_suite(tmp_path: Path) -> No
 class FakeEngine:
     """Answers each benchmark run with the next time from a script; records what ran where."""
 
-    def __init__(self, times: dict[str, list[float]]) -> None:
+    def __init__(self, times: dict[str, list[Any]]) -> None:
         self.times = times
         self.calls: list[tuple[str, str, str | None]] = []
 
@@ -74,10 +75,13 @@ class FakeEngine:
 
         name = command[-1]
         self.calls.append((image, name, kw.get("cpuset")))  # type: ignore[arg-type]
-        return SimpleNamespace(exit_code=0, stdout=json.dumps({name: {"mean": self.times[image].pop(0)}}), stderr="")
+        t = self.times[image].pop(0)
+        out = {name: {"mean": t[0], "processes": t[1]} if isinstance(t, tuple) else {"mean": t}}
+        return SimpleNamespace(exit_code=0, stdout=json.dumps(out), stderr="")
 
 
 def test_interleaved_runs_every_interpreter_per_benchmark_and_keeps_the_best(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A driver that reports no per-process means: each round's mean stands for its processes.
     monkeypatch.setattr(speed, "SUITE", ("nbody", "float"))
     # rounds: nbody a, b, a, b; then float a, b, a, b
     eng = FakeEngine({"A": [3.0, 2.0, 5.0, 6.0], "B": [4.0, 1.0, 7.0, 8.0]})
@@ -100,3 +104,17 @@ def test_times_keep_three_significant_digits_in_a_fitting_unit() -> None:
     assert speed.fmt_time(float("nan")) == "—"
     md = speed.markdown(speed.SpeedResult(suites={"debian": {"json_loads": 0.0000184}}))
     assert "| json_loads | 18.4 µs |" in md
+
+
+def test_a_benchmark_keeps_its_fastest_worker_process_over_all_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speed, "SUITE", ("nbody",))
+    # Round 1 of A was disturbed half-way: its mean is the worst, yet its first process is the fastest.
+    eng = FakeEngine({"A": [(3.0, [1.5, 4.5]), (2.0, [1.9, 2.1])], "B": [(2.2, [2.0, 2.4]), (2.1, [2.05, 2.15])]})
+    res = speed.SpeedResult()
+    contenders = [speed.Contender("a", "A", "python3"), speed.Contender("b", "B", "python3")]
+    speed.interleaved(eng, contenders, {}, res, rounds=2, cpu="1", say=lambda _: None)  # type: ignore[arg-type]
+    assert res.processes == {"a": {"nbody": [1.5, 4.5, 1.9, 2.1]}, "b": {"nbody": [2.0, 2.4, 2.05, 2.15]}}
+    assert res.suites == {"a": {"nbody": 1.5}, "b": {"nbody": 2.0}}
+    assert res.runs["a"] == {"nbody": [3.0, 2.0]}  # the round means still give each round's own ratio
+    assert speed.ratio(res, "a", "b") == (0.75, {"nbody": 0.75})
+    assert speed.round_ratios(res, "a", "b") == [3.0 / 2.2, 2.0 / 2.1]
