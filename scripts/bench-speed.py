@@ -81,7 +81,7 @@ def threads(n_threads: int, n: int = 3_000_000, tries: int = 7) -> dict[str, obj
 
     timed(1)  # warm up
     # 1 and N threads alternate, so drift in the machine (another tenant of the host) hits both
-    # alike; each keeps its fastest try. On a shared VM single tries move by up to 60%.
+    # alike; each keeps its fastest try. On a shared VM single tries move by up to 70%.
     ones: list[float] = []
     manys: list[float] = []
     for _ in range(tries):
