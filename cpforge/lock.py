@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -105,6 +106,23 @@ def pin_pgo_profile(root: Path, spec: BuildSpec, used: dict[str, str]) -> bool:
     return True
 
 
+def drop_superseded_pgo_profiles(root: Path, spec: BuildSpec) -> list[str]:
+    """Delete the pinned profiles of ``spec``'s entry and profile that were trained for another
+    build configuration (the name's config hash differs): no build can use them any more. Returns
+    their paths, relative to ``root``."""
+    if not spec.pgo_profile:
+        return []
+    current = root / spec.pgo_profile
+    # <entry>.<profile>.<config>.tar.xz, and the config-less name pinned before cpforge named configs
+    own = re.compile(re.escape(f"{spec.id}.{spec.profile.name}") + r"(\.[0-9a-f]{12})?\.tar\.xz")
+    dropped = []
+    for path in sorted(current.parent.iterdir()):
+        if path != current and own.fullmatch(path.name):
+            path.unlink()
+            dropped.append(str(path.relative_to(root)))
+    return dropped
+
+
 @dataclass
 class Lock:
     path: Path
@@ -156,7 +174,10 @@ class Lock:
         pgo = locked.get("pgo_profile_sha256")
         if pgo != now.pgo_profile_sha256:
             if now.pgo_profile_sha256 is None:
-                out.append(f"{spec.pgo_profile}: the pinned PGO profile is missing (lock: sha256 {str(pgo)[:16]}…)")
+                out.append(
+                    f"{spec.pgo_profile}: the pinned PGO profile is missing (lock: sha256 {str(pgo)[:16]}…; "
+                    "a changed build configuration changes its name: the build trains afresh)"
+                )
             else:
                 out.append(
                     f"{spec.pgo_profile}: PGO profile sha256 {now.pgo_profile_sha256[:16]}… differs from the "
@@ -194,7 +215,9 @@ def write(
             missing.append(spec.key)
             continue
         if pin_pgo_profile(root, spec, res.pgo_profile):
-            pinned.append(spec.pgo_profile or "")
+            dropped = drop_superseded_pgo_profiles(root, spec)
+            replaces = f" (replaces {', '.join(dropped)})" if dropped else ""
+            pinned.append(f"{spec.pgo_profile}{replaces}")
         base_id = engine.image_id(spec.base_image)
         lock.bases[spec.base_image] = {
             "image_id": base_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -235,7 +236,29 @@ class BuildSpec:
         """Where this entry's pinned PGO profile (its .gcda files) lives, relative to the repository
         root: `invoke lock` pins the one a build trained, and later builds reuse it instead of training
         again, so a release build is reproducible. None for builds without PGO."""
-        return f"pgo/{self.id}.{self.profile.name}.tar.xz" if self.pgo else None
+        if not self.pgo:
+            return None
+        return f"pgo/{self.id}.{self.profile.name}.{self.pgo_config}.tar.xz"
+
+    @property
+    def pgo_config(self) -> str:
+        """12 hex digits naming everything that shapes the instrumented build a PGO profile was
+        trained on: source, platforms, builder, configure and compiler flags, training task, built-in
+        modules. Change any of them and the pinned profile no longer matches the code GCC compiles
+        (it fails with -Werror=coverage-mismatch), so its file name changes too: the build trains
+        afresh instead, and `invoke lock` pins the new profile in place of the old one."""
+        shape = "\n".join(
+            (
+                self.source.sha256,
+                self.platform.name,
+                self.build_platform.name,
+                self.builder_image,
+                *self.configure_flags,
+                "builtin-modules:",
+                *self.profile.builtin_modules,
+            )
+        )
+        return hashlib.sha256(shape.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, kw_only=True)

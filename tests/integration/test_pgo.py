@@ -69,7 +69,8 @@ def pinned(pgo_ctx: api.Context, engine: Engine, trained: EntryResult) -> Iterat
     specs = api.plan(pgo_ctx, filters=[ENTRY], profile=PROFILE)
     keys, pins = api.lock(pgo_ctx, engine, specs)
     assert keys == [f"{ENTRY}@{PROFILE}"]
-    assert pins == [f"pgo/{ENTRY}.{PROFILE}.tar.xz"]
+    assert pins == [specs[0].pgo_profile]
+    assert pins[0].startswith(f"pgo/{ENTRY}.{PROFILE}.") and pins[0].endswith(".tar.xz")
     yield pgo_ctx.ws.root / pins[0]
 
 
@@ -112,7 +113,7 @@ def test_locked_refuses_a_changed_pgo_profile(pgo_ctx: api.Context, engine: Engi
         pinned.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
         with pytest.raises(LockError) as err:
             _build(pgo_ctx, engine, locked=True)
-        assert f"pgo/{ENTRY}.{PROFILE}.tar.xz: PGO profile sha256" in str(err.value)
+        assert f"{pinned.relative_to(pgo_ctx.ws.root)}: PGO profile sha256" in str(err.value)
         pinned.unlink()
         with pytest.raises(LockError, match="the pinned PGO profile is missing"):
             _build(pgo_ctx, engine, locked=True)

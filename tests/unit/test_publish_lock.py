@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from cpforge import matrix as mx
 from cpforge import render
-from cpforge.lock import Lock, LockError, current_inputs, package_drift, pin_pgo_profile, stale
+from cpforge.lock import (
+    Lock,
+    LockError,
+    current_inputs,
+    drop_superseded_pgo_profiles,
+    package_drift,
+    pin_pgo_profile,
+    stale,
+)
 from cpforge.publish import arch_tags, index_tags
 from cpforge.registry import Credentials, RegistryError, credentials_for, parse_reference
 
@@ -63,7 +72,7 @@ def test_lock_pins_the_pgo_profile_and_refuses_a_missing_or_changed_one(tmp_path
     import shutil
 
     release = SPECS["3.13-default-trixie-amd64@release"]
-    assert release.pgo_profile == "pgo/3.13-default-trixie-amd64.release.tar.xz"
+    assert release.pgo_profile == f"pgo/3.13-default-trixie-amd64.release.{release.pgo_config}.tar.xz"
     assert SPECS["3.13-default-trixie-amd64@quick"].pgo_profile is None
     root = tmp_path / "repo"
     shutil.copytree(ROOT / "scripts", root / "scripts")
@@ -87,10 +96,47 @@ def test_lock_pins_the_pgo_profile_and_refuses_a_missing_or_changed_one(tmp_path
         pin_pgo_profile(root, release, used)
     (root / release.pgo_profile).unlink()
     assert lock.problems(release, current_inputs(root, renderer, release)) == [
-        f"{release.pgo_profile}: the pinned PGO profile is missing (lock: sha256 {used['sha256'][:16]}…)"
+        f"{release.pgo_profile}: the pinned PGO profile is missing (lock: sha256 {used['sha256'][:16]}…; "
+        "a changed build configuration changes its name: the build trains afresh)"
     ]
     with pytest.raises(LockError, match="left no PGO profile"):
         pin_pgo_profile(root, release, {})
+
+
+def test_a_pgo_profile_is_named_for_the_build_configuration_it_was_trained_on(tmp_path: Path) -> None:
+    """Training counts arcs of the code GCC compiled: a profile from other flags fails the build
+    (-Werror=coverage-mismatch). So a changed configuration looks for another file and trains."""
+    import dataclasses
+
+    release = SPECS["3.13-default-trixie-amd64@release"]
+    assert re.fullmatch(r"[0-9a-f]{12}", release.pgo_config)
+    variants = [
+        dataclasses.replace(release, profile=dataclasses.replace(release.profile, cflags_nodist=("-O2",))),
+        dataclasses.replace(release, profile=dataclasses.replace(release.profile, pgo_task=("-m", "test"))),
+        dataclasses.replace(release, profile=dataclasses.replace(release.profile, builtin_modules=("math",))),
+        dataclasses.replace(release, source=dataclasses.replace(release.source, sha256="0" * 64)),
+        SPECS["3.13-default-trixie-arm64@release"],
+    ]
+    names = {release.pgo_profile, *(v.pgo_profile for v in variants)}
+    assert len(names) == len(variants) + 1
+    assert dataclasses.replace(release, repository="other/python").pgo_profile == release.pgo_profile
+    # lock, pinning a newly trained profile, drops the entry's profiles no build can use any more
+    root = tmp_path / "repo"
+    (root / "pgo").mkdir(parents=True)
+    old = [f"pgo/{release.id}.release.tar.xz", f"pgo/{release.id}.release.0123456789ab.tar.xz"]
+    keep = [
+        "pgo/README.md",
+        f"pgo/{release.id}.quick.0123456789ab.tar.xz",
+        "pgo/3.13-default-trixie-arm64.release.tar.xz",
+    ]
+    for name in (*old, *keep):
+        (root / name).write_bytes(b"x")
+    built = tmp_path / "pgo-profile.tar.xz"
+    built.write_bytes(b"gcda counters")
+    used = {"path": str(built), "sha256": __import__("hashlib").sha256(b"gcda counters").hexdigest()}
+    assert pin_pgo_profile(root, release, used) is True
+    assert drop_superseded_pgo_profiles(root, release) == sorted(old)
+    assert sorted(str(p.relative_to(root)) for p in (root / "pgo").iterdir()) == sorted([*keep, release.pgo_profile])
 
 
 def test_only_locked_entries_can_be_stale(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def test_pgo_builds_copy_the_pinned_profile_into_the_artifact_stage(specs: list[
     release = next(s for s in specs if s.id == "3.13-default-trixie-amd64" and s.profile.name == "release")
     text = render.Renderer(ROOT / "templates").dockerfile(release)
     assert "COPY pgo/ /usr/src/pgo/" in text
-    assert "CPFORGE_PGO_PROFILE=/usr/src/pgo/3.13-default-trixie-amd64.release.tar.xz" in text
+    assert f"CPFORGE_PGO_PROFILE=/usr/src/pgo/3.13-default-trixie-amd64.release.{release.pgo_config}.tar.xz" in text
     quick = next(s for s in specs if s.id == "3.13-default-trixie-amd64" and s.profile.name == "quick")
     assert "pgo" not in render.Renderer(ROOT / "templates").dockerfile(quick).lower()
 
