@@ -226,14 +226,22 @@ def smoke(
     _summary(results, ctx.report_path, elapsed)
 
 
-def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int) -> None:
+def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructions: bool) -> None:
     from cpforge import speed
 
     ctx = _ctx(matrix_file, out)
     eng = Engine.connect(engine or None)
     if rounds < 1:
         raise Exit("cpforge: --rounds must be at least 1", code=2)
-    res = speed.speed(eng, ctx.matrix, Report.load(ctx.report_path), ctx.ws.out, ctx.ws.scripts, rounds=rounds)
+    res = speed.speed(
+        eng,
+        ctx.matrix,
+        Report.load(ctx.report_path),
+        ctx.ws.out,
+        ctx.ws.scripts,
+        rounds=rounds,
+        instructions=instructions,
+    )
     for name, value in res.ratios.items():
         lo_hi = res.spread.get(name)
         print(f"  {name}: {value}" + (f" (rounds alone: {lo_hi[0]} to {lo_hi[1]})" if lo_hi else ""))
@@ -252,6 +260,8 @@ def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int) -> None:
         "profile": "build profile (default: the matrix's default)",
         "emulate_seconds": "also run the arm64 build fully emulated under QEMU for at most this long (0: skip)",
         "rounds": "speed: rounds of interleaved benchmark runs; each benchmark keeps its fastest process (default 2)",
+        "instructions": "speed: also count each benchmark's instructions under cachegrind (a noise-free "
+        "companion to the times; adds valgrind to copies of the images; default on)",
         "engine": "Docker engine URL",
     },
     iterable=["filter"],
@@ -264,6 +274,7 @@ def bench(
     profile: str = "",
     emulate_seconds: int = 0,
     rounds: int = 2,
+    instructions: bool = True,
     engine: str = "",
     matrix_file: str = "matrix.yaml",
     out: str = "build",
@@ -272,7 +283,7 @@ def bench(
     from cpforge import bench as benchmarks
 
     if what == "speed":
-        _bench_speed(matrix_file, out, engine, rounds)
+        _bench_speed(matrix_file, out, engine, rounds, instructions)
         return
     if what != "build":
         raise Exit(f"cpforge: unknown benchmark {what!r}; available: build, speed", code=2)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ class SpeedResult:
     ratios: dict[str, float] = field(default_factory=dict)
     spread: dict[str, list[float]] = field(default_factory=dict)  # ratio name -> [lowest, highest] round
     sizes: dict[str, int] = field(default_factory=dict)
+    # label -> benchmark script -> instructions per loop (cachegrind): a count, so no noise from the host
+    instructions: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -225,6 +228,61 @@ def interleaved(
         say(f"  {name} (fastest process of {rounds} round(s)): {line}")
 
 
+def valgrind_image(engine: Engine, label: str, image: str, logdir: Path) -> str:
+    """``image`` plus Debian's valgrind, for instruction counts: the interpreter's files untouched.
+    (No recommends: valgrind's would pull in gdb and with it Debian's own python3.)"""
+    ref = f"cpforge-bench/valgrind-{label}:latest"
+    dockerfile = (
+        f"FROM {image}\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends valgrind "
+        "&& rm -rf /var/lib/apt/lists/*\n"
+    ).encode()
+    with (logdir / f"valgrind-{label}.log").open("w") as log:
+        return engine.build(context_tar({"Dockerfile": dockerfile}), tag=ref, log=log)
+
+
+def count_instructions(
+    engine: Engine,
+    contenders: list[Contender],
+    files: dict[str, bytes],
+    res: SpeedResult,
+    logdir: Path,
+    say: Callable[[str], None],
+) -> None:
+    """Instructions per loop of each benchmark script on each contender, under cachegrind, one
+    container per contender at a time on every CPU (a count does not care who else runs)."""
+
+    def one(c: Contender) -> None:
+        image = valgrind_image(engine, c.label, c.image, logdir)
+        env = {**dict(c.env), "PYTHONHASHSEED": "0"}
+        out = engine.run(
+            image,
+            [c.exe, "/bench/driver.py", "instructions", *SUITE],
+            files=files,
+            environment=env,
+            timeout=SUITE_TIMEOUT,
+        )
+        if out.exit_code != 0:
+            raise BenchError(f"cachegrind failed in {short_ref(image)} (exit {out.exit_code}): {out.stderr[-800:]}")
+        for name, v in json.loads(out.stdout).items():
+            if "error" in v:
+                res.errors.setdefault(f"{c.label} (instructions)", {})[name] = str(v["error"])
+            else:
+                res.instructions.setdefault(c.label, {})[name] = float(v["per_loop"])
+        say(f"  instructions counted: {c.label}")
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        for fut in [pool.submit(one, c) for c in contenders]:
+            fut.result()
+
+
+def instruction_ratio(res: SpeedResult, a: str, b: str) -> float | None:
+    """Geometric mean over the benchmark scripts both counted of a's instructions per loop / b's."""
+    ia, ib = res.instructions.get(a, {}), res.instructions.get(b, {})
+    common = [n for n in ia if n in ib and ib[n] > 0]
+    return geomean([ia[n] / ib[n] for n in common]) if common else None
+
+
 def run_threads(engine: Engine, image: str, files: dict[str, bytes], n: int) -> dict[str, Any]:
     out = engine.run(image, ["python3", "/bench/driver.py", "threads", str(n)], files=files, timeout=SUITE_TIMEOUT)
     if out.exit_code != 0:
@@ -250,6 +308,7 @@ def speed(
     minor: str = "3.13",
     rounds: int = 2,
     say: Callable[[str], None] = print,
+    instructions: bool = True,
 ) -> SpeedResult:
     res = SpeedResult()
     distro = matrix.distros[0]
@@ -326,6 +385,19 @@ def speed(
         res.ratios[f"default speedup {n} threads/1"] = round(float(gil["speedup"]), 3)
         res.ratios["free-threaded single-thread time / default"] = round(ft["one_thread_s"] / gil["one_thread_s"], 3)
 
+    if instructions:
+        # After every timed run: the valgrind images and cachegrind would disturb them.
+        counted = [c for c in contenders if c.label in ("debian", "ours-release", "ours-quick")]
+        say(f"… instructions per loop under cachegrind: {', '.join(c.label for c in counted)}")
+        count_instructions(engine, counted, files, res, bench_dir, say)
+        for a, name in (
+            ("ours-release", "instructions ours(release)/debian"),
+            ("ours-quick", "instructions ours(quick)/debian"),
+        ):
+            counts = instruction_ratio(res, a, "debian")
+            if counts is not None:
+                res.ratios[name] = round(counts, 4)
+
     res.sizes["base " + base_ref] = int(engine.inspect_image(base_ref)["Size"])
     res.sizes["debian python" + minor] = int(engine.inspect_image(debian)["Size"])
     for key, image in chosen.values():
@@ -361,6 +433,27 @@ def markdown(res: SpeedResult) -> str:
     for n in names:
         cells = [fmt_time(res.suites[lb][n]) if n in res.suites[lb] else "—" for lb in labels]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    counted = [k for k in ("debian", "ours-release", "ours-quick") if k in res.instructions]
+    if counted:
+        lines += [
+            "",
+            "Instructions per loop of each benchmark script (cachegrind; millions), and ours/debian. A count,"
+            " not a time: other tenants of the host do not move it.",
+            "",
+        ]
+        ours = [k for k in counted if k != "debian"]
+        lines += [
+            "| script | " + " | ".join(counted) + "".join(f" | {k}/debian" for k in ours) + " |",
+            "|---" * (len(counted) + len(ours) + 1) + "|",
+        ]
+        deb = res.instructions.get("debian", {})
+        for n in sorted({n for v in res.instructions.values() for n in v}):
+            cells = [f"{res.instructions[k][n] / 1e6:.1f}" if n in res.instructions[k] else "—" for k in counted]
+            cells += [
+                f"{res.instructions[k][n] / deb[n]:.3f}" if n in res.instructions[k] and deb.get(n) else "—"
+                for k in ours
+            ]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "Image sizes (uncompressed):", ""]
     lines += [f"- {k}: {v / 1e6:.1f} MB" for k, v in res.sizes.items()]
     lines += [f"- note: {n}" for n in res.notes]

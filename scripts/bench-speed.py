@@ -3,6 +3,8 @@
   python3 bench-speed.py suite BENCH [BENCH ...]   pyperformance benchmarks through pyperf (--fast);
                                                    mean seconds per benchmark and per worker process
   python3 bench-speed.py threads N                 a CPU-bound pure-Python workload on 1 and N threads
+  python3 bench-speed.py instructions BENCH [...]  instructions each benchmark executes per loop, counted
+                                                   by valgrind's cachegrind (needs valgrind in the image)
 
 pyperf and the benchmark files sit next to this script (lib/, benchmarks/). Plain standard library
 otherwise: no cpforge import.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,11 +104,79 @@ def threads(n_threads: int, n: int = 3_000_000, tries: int = 7) -> dict[str, obj
     }
 
 
+# Stands in for pyperf under cachegrind: the benchmark script's own code, run CPFORGE_LOOPS times in
+# this one process, untimed (no worker processes, no calibration).
+PYPERF_STANDIN = """
+import argparse, os, time
+perf_counter = time.perf_counter
+LOOPS = int(os.environ["CPFORGE_LOOPS"])
+class Runner:
+    def __init__(self, *args, **kwargs):
+        self.metadata = {}
+        self.argparser = argparse.ArgumentParser()
+    def parse_args(self, args=None):
+        self.args = self.argparser.parse_args([])
+        return self.args
+    def bench_time_func(self, name, func, *args, **kwargs):
+        func(LOOPS, *args)
+    def bench_func(self, name, func, *args, **kwargs):
+        for _ in range(LOOPS):
+            func(*args)
+"""
+
+
+def cachegrind_total(path: str) -> int:
+    """The instruction count (Ir) on the summary line of a cachegrind output file."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise ValueError(f"{path}: no summary line")
+
+
+def instructions(names: list[str], loops: tuple[int, int] = (1, 3)) -> dict[str, object]:
+    """Instructions per loop of each benchmark script: cachegrind counts a run of ``loops[0]`` and one
+    of ``loops[1]`` loops, and the difference per extra loop leaves start-up and imports out. Unlike
+    time, the count does not move with other tenants of the host or with clock speed: it shows how
+    much work an interpreter's machine code does, not how fast the CPU gets through it."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("valgrind is not installed in this image")
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.mkdir(os.path.join(tmp, "standin"))
+        with open(os.path.join(tmp, "standin", "pyperf.py"), "w") as f:
+            f.write(PYPERF_STANDIN)
+        path = os.pathsep.join((os.path.join(tmp, "standin"), os.path.join(HERE, "lib")))
+        for name in names:
+            script = os.path.join(HERE, "benchmarks", f"bm_{name}", "run_benchmark.py")
+            env = {**os.environ, "PYTHONPATH": path, "CPFORGE_LOOPS": "1"}
+            # a first run outside valgrind compiles and caches the modules' bytecode (no .pyc ships)
+            proc = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, check=False)
+            counts: dict[int, int] = {}
+            for n in loops if proc.returncode == 0 else ():
+                out = os.path.join(tmp, f"{name}.{n}.out")
+                cmd = [valgrind, "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}"]
+                env["CPFORGE_LOOPS"] = str(n)
+                proc = subprocess.run([*cmd, sys.executable, script], env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    break
+                counts[n] = cachegrind_total(out)
+            if proc.returncode != 0:
+                results[name] = {"error": (proc.stderr or proc.stdout)[-1500:]}
+                continue
+            a, b = loops
+            results[name] = {"per_loop": (counts[b] - counts[a]) / (b - a), "counts": counts}
+    return results
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "suite":
         print(json.dumps(suite(sys.argv[2:]), sort_keys=True))
     elif mode == "threads":
         print(json.dumps(threads(int(sys.argv[2])), sort_keys=True))
+    elif mode == "instructions":
+        print(json.dumps(instructions(sys.argv[2:]), sort_keys=True))
     else:
         sys.exit(f"unknown mode {mode!r}")

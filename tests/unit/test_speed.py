@@ -10,6 +10,8 @@ import pytest
 
 from cpforge import speed
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_geomean_ratio_uses_only_common_benchmarks() -> None:
     res = speed.SpeedResult(suites={"a": {"x": 2.0, "y": 1.0, "only_a": 5.0}, "b": {"x": 1.0, "y": 2.0, "only_b": 1.0}})
@@ -118,3 +120,45 @@ def test_a_benchmark_keeps_its_fastest_worker_process_over_all_rounds(monkeypatc
     assert res.runs["a"] == {"nbody": [3.0, 2.0]}  # the round means still give each round's own ratio
     assert speed.ratio(res, "a", "b") == (0.75, {"nbody": 0.75})
     assert speed.round_ratios(res, "a", "b") == [3.0 / 2.2, 2.0 / 2.1]
+
+
+def test_instruction_ratio_is_the_geomean_over_scripts_both_counted() -> None:
+    res = speed.SpeedResult(
+        instructions={
+            "debian": {"nbody": 100.0, "go": 200.0, "float": 50.0},
+            "ours-release": {"nbody": 110.0, "go": 180.0},
+        }
+    )
+    r = speed.instruction_ratio(res, "ours-release", "debian")
+    assert r is not None and math.isclose(r, math.sqrt(1.1 * 0.9))
+    assert speed.instruction_ratio(res, "ours-quick", "debian") is None
+    text = speed.markdown(res)
+    assert "| nbody | 0.0 | 0.0 | 1.100 |" in text and "| float | 0.0 | — | — |" in text
+
+
+def test_the_pyperf_stand_in_runs_a_benchmark_script_the_asked_number_of_loops(tmp_path: Path) -> None:
+    """Under cachegrind the driver swaps pyperf for a stand-in: the benchmark's own code, N loops."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("driver", ROOT / "scripts" / "bench-speed.py")
+    assert spec and spec.loader
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    (tmp_path / "pyperf.py").write_text(driver.PYPERF_STANDIN)
+    script = tmp_path / "bm.py"
+    script.write_text(
+        "import pyperf\n"
+        "calls = []\n"
+        "def timed(loops, x):\n    calls.append(('time', loops, x))\n    return 0.0\n"
+        "def plain(x):\n    calls.append(('func', x))\n"
+        "r = pyperf.Runner()\nr.argparser.add_argument('--n', type=int, default=7)\nargs = r.parse_args()\n"
+        "r.bench_time_func('a', timed, args.n)\nr.bench_func('b', plain, 'y', inner_loops=20)\nprint(calls)\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "CPFORGE_LOOPS": "3"}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str([("time", 3, 7), ("func", "y"), ("func", "y"), ("func", "y")])
+    summary = tmp_path / "cachegrind.out"
+    summary.write_text("desc: I\ncmd: python3 x\nevents: Ir\nfl=a\nsummary: 12345\n")
+    assert driver.cachegrind_total(str(summary)) == 12345
