@@ -153,16 +153,26 @@ def payload(cache: Path, driver: Path) -> dict[str, bytes]:
 # --------------------------------------------------------------------------------- reference
 
 
+def apt_image(engine: Engine, ref: str, base: str, packages: str, log: Path) -> str:
+    """``base`` plus Debian ``packages`` (no recommends), built on the engine and tagged ``ref``."""
+    dockerfile = (
+        f"FROM {base}\n"
+        f"RUN apt-get update && apt-get install -y --no-install-recommends {packages} "
+        "&& rm -rf /var/lib/apt/lists/*\n"
+    ).encode()
+    with log.open("w") as out:
+        return engine.build(context_tar({"Dockerfile": dockerfile}), tag=ref, log=out)
+
+
 def debian_reference(engine: Engine, base_image: str, minor: str, logdir: Path) -> str:
     """An image with Debian's own pythonX.Y package on the same base: the distro's optimised build."""
-    ref = f"cpforge-bench/debian-python{minor}:latest"
-    dockerfile = (
-        f"FROM {base_image}\n"
-        "RUN apt-get update && apt-get install -y --no-install-recommends "
-        f"python{minor} && rm -rf /var/lib/apt/lists/*\n"
-    ).encode()
-    with (logdir / f"debian-python{minor}.log").open("w") as log:
-        return engine.build(context_tar({"Dockerfile": dockerfile}), tag=ref, log=log)
+    return apt_image(
+        engine,
+        f"cpforge-bench/debian-python{minor}:latest",
+        base_image,
+        f"python{minor}",
+        logdir / f"debian-python{minor}.log",
+    )
 
 
 # --------------------------------------------------------------------------------------- runs
@@ -231,14 +241,9 @@ def interleaved(
 def valgrind_image(engine: Engine, label: str, image: str, logdir: Path) -> str:
     """``image`` plus Debian's valgrind, for instruction counts: the interpreter's files untouched.
     (No recommends: valgrind's would pull in gdb and with it Debian's own python3.)"""
-    ref = f"cpforge-bench/valgrind-{label}:latest"
-    dockerfile = (
-        f"FROM {image}\n"
-        "RUN apt-get update && apt-get install -y --no-install-recommends valgrind "
-        "&& rm -rf /var/lib/apt/lists/*\n"
-    ).encode()
-    with (logdir / f"valgrind-{label}.log").open("w") as log:
-        return engine.build(context_tar({"Dockerfile": dockerfile}), tag=ref, log=log)
+    return apt_image(
+        engine, f"cpforge-bench/valgrind-{label}:latest", image, "valgrind", logdir / f"valgrind-{label}.log"
+    )
 
 
 def count_instructions(
