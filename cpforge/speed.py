@@ -254,8 +254,8 @@ def count_instructions(
     logdir: Path,
     say: Callable[[str], None],
 ) -> None:
-    """Instructions per loop of each benchmark script on each contender, under cachegrind, one
-    container per contender at a time on every CPU (a count does not care who else runs)."""
+    """Instructions per loop of each benchmark script on each contender, under cachegrind: the
+    contenders side by side, up to one per CPU (a count does not care who else runs)."""
 
     def one(c: Contender) -> None:
         image = valgrind_image(engine, c.label, c.image, logdir)
