@@ -52,6 +52,8 @@ SUITE = (
     "regex_v8",
 )
 SUITE_TIMEOUT = 1800
+# The interpreters whose instructions `bench speed` counts (the JIT's would need its own baseline).
+COUNTED = ("debian", "ours-release", "ours-quick")
 
 
 class BenchError(CpforgeError):
@@ -392,7 +394,7 @@ def speed(
 
     if instructions:
         # After every timed run: the valgrind images and cachegrind would disturb them.
-        counted = [c for c in contenders if c.label in ("debian", "ours-release", "ours-quick")]
+        counted = [c for c in contenders if c.label in COUNTED]
         say(f"… instructions per loop under cachegrind: {', '.join(c.label for c in counted)}")
         count_instructions(engine, counted, files, res, bench_dir, say)
         for a, name in (
@@ -438,7 +440,7 @@ def markdown(res: SpeedResult) -> str:
     for n in names:
         cells = [fmt_time(res.suites[lb][n]) if n in res.suites[lb] else "—" for lb in labels]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    counted = [k for k in ("debian", "ours-release", "ours-quick") if k in res.instructions]
+    counted = [k for k in COUNTED if k in res.instructions]
     if counted:
         lines += [
             "",
