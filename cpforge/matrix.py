@@ -50,8 +50,9 @@ DERIVED_FLAGS = {
     "--enable-shared": "set `shared: true` on the profile instead (cpforge then relinks python with an rpath)",
     "--enable-static-libpython-for-interpreter": "set `static-interpreter: true` on the profile instead",
 }
-# A compiler or linker flag for cflags-nodist / ldflags-nodist: one token, no shell metacharacters.
-CC_FLAG_RE = re.compile(r"^-[A-Za-z0-9][A-Za-z0-9_=,.+:/-]*$")
+# A compiler or linker flag for cflags-nodist / ldflags-nodist: one token, no shell metacharacters
+# (GCC's tuning parameters are one token too: --param=NAME=VALUE).
+CC_FLAG_RE = re.compile(r"^-[A-Za-z0-9][A-Za-z0-9_=,.+:/-]*$|^--param=[a-z0-9-]+=[0-9]+$")
 FRAME_POINTER_FLAGS = ("-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer")
 # One word of the PGO training command (CPython's Makefile runs PROFILE_TASK through a shell).
 PGO_TASK_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_=.,:/+-]*$|^-[A-Za-z0-9_=.,:/+-]+$")
@@ -462,7 +463,7 @@ def _cc_flags(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
         what,
         CC_FLAG_RE,
         f"compiler flag {{word}} in {what} is not a single `-flag` token",
-        "write one flag per list item, e.g. `-fstack-protector-strong` or `-Wl,-z,now`; "
+        "write one flag per list item, e.g. `-fstack-protector-strong`, `-Wl,-z,now` or `--param=NAME=VALUE`; "
         "no spaces, quotes or shell metacharacters",
     )
 

@@ -140,7 +140,9 @@ def test_exclude_removes_entries() -> None:
     assert not [s for s in m.expand() if s.id.startswith("3.14") and s.platform.arch == "arm64"]
 
 
-@pytest.mark.parametrize("flag", ["-O2 -g", "-D_X=$(id)", "`id`", "O2", "-Wl,-rpath,'$ORIGIN'", "-a;b"])
+@pytest.mark.parametrize(
+    "flag", ["-O2 -g", "-D_X=$(id)", "`id`", "O2", "-Wl,-rpath,'$ORIGIN'", "-a;b", "--param=x=$(id)", "--param x=1"]
+)
 def test_compiler_flags_must_be_single_safe_tokens(flag: str) -> None:
     bad = GOOD.replace("cflags-nodist: [-fstack-protector-strong,", f"cflags-nodist: [{flag!r},".replace("'", '"', 2))
     if bad == GOOD or "'" in flag:
@@ -150,6 +152,16 @@ def test_compiler_flags_must_be_single_safe_tokens(flag: str) -> None:
     assert "is not a single `-flag` token" in str(err.value)
     line = next(i for i, ln in enumerate(bad.splitlines(), 1) if "cflags-nodist:" in ln)
     assert err.value.line == line
+
+
+def test_gcc_params_are_one_flag_each() -> None:
+    param = "--param=hot-bb-count-ws-permille=999"
+    m = load(
+        GOOD.replace("cflags-nodist: [-fstack-protector-strong,", f"cflags-nodist: [{param}, -fstack-protector-strong,")
+    )
+    flags = {s.id: s for s in m.expand("release")}["3.13-default-trixie-amd64"].configure_flags
+    nodist = next(f for f in flags if f.startswith("CFLAGS_NODIST="))
+    assert param in nodist.split("=", 1)[1].split(" ")
 
 
 def test_enable_shared_is_a_typed_profile_field() -> None:
