@@ -445,7 +445,8 @@ def markdown(res: SpeedResult) -> str:
         lines += [
             "",
             "Instructions per loop of each benchmark script (cachegrind; millions), and ours/debian. A count,"
-            " not a time: other tenants of the host do not move it.",
+            " not a time: other tenants of the host do not move it, but neither do cache misses, so a build"
+            " with more code can count fewer instructions and still run slower (see the README).",
             "",
         ]
         ours = [k for k in counted if k != "debian"]
