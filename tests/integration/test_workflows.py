@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cpforge import tools
+
 from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -55,7 +57,7 @@ def test_actionlint(tmp_path: Path) -> None:
 
 
 def test_zizmor_offline() -> None:
-    zizmor = shutil.which("zizmor")
+    zizmor = tools.find("zizmor")
     assert zizmor, "zizmor is required (pip install zizmor; part of cpforge's dev extras)"
     proc = subprocess.run(
         [zizmor, "--offline", "--no-progress", *WORKFLOWS], capture_output=True, text=True, check=False
