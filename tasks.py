@@ -226,7 +226,7 @@ def smoke(
     _summary(results, ctx.report_path, elapsed)
 
 
-def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructions: bool) -> None:
+def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructions: bool, suite: str) -> None:
     from cpforge import speed
 
     ctx = _ctx(matrix_file, out)
@@ -241,13 +241,15 @@ def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructi
         ctx.ws.scripts,
         rounds=rounds,
         instructions=instructions,
+        suite=suite,
     )
     for name, value in res.ratios.items():
         lo_hi = res.spread.get(name)
         print(f"  {name}: {value}" + (f" (rounds alone: {lo_hi[0]} to {lo_hi[1]})" if lo_hi else ""))
     for note in res.notes:
         print(f"  note: {note}")
-    print(f"results: {ctx.ws.out / 'bench' / 'speed.json'}, speed.md, speed.html")
+    stem = speed.report_stem(suite)
+    print(f"results: {ctx.ws.out / 'bench' / stem}.json, {stem}.md, {stem}.html")
 
 
 @task(
@@ -262,6 +264,8 @@ def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructi
         "rounds": "speed: rounds of interleaved benchmark runs; each benchmark keeps its fastest process (default 2)",
         "instructions": "speed: also count each benchmark's instructions under cachegrind (a noise-free "
         "companion to the times; adds valgrind to copies of the images; default on)",
+        "suite": "speed: which pyperformance benchmarks: core (the default; the headline ratios) or held-out "
+        "(every other dependency-free one: a check that nothing was tuned to core)",
         "engine": "Docker engine URL",
     },
     iterable=["filter"],
@@ -275,6 +279,7 @@ def bench(
     emulate_seconds: int = 0,
     rounds: int = 2,
     instructions: bool = True,
+    suite: str = "core",
     engine: str = "",
     matrix_file: str = "matrix.yaml",
     out: str = "build",
@@ -283,7 +288,7 @@ def bench(
     from cpforge import bench as benchmarks
 
     if what == "speed":
-        _bench_speed(matrix_file, out, engine, rounds, instructions)
+        _bench_speed(matrix_file, out, engine, rounds, instructions, suite)
         return
     if what != "build":
         raise Exit(f"cpforge: unknown benchmark {what!r}; available: build, speed", code=2)

@@ -15,7 +15,7 @@ SCRIPTS = ("json_loads", "richards")
 
 
 def test_instruction_counts_repeat_exactly_and_tell_an_unoptimised_build_from_debians(
-    ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult], monkeypatch: pytest.MonkeyPatch
+    ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]
 ) -> None:
     quick = built_313["default"]
     assert quick.passed and quick.image_id
@@ -24,7 +24,6 @@ def test_instruction_counts_repeat_exactly_and_tell_an_unoptimised_build_from_de
     bench_dir.mkdir(parents=True, exist_ok=True)
     files = speed.payload(ctx.ws.out / "cache" / "wheels", ctx.ws.scripts / "bench-speed.py")
     debian = speed.debian_reference(engine, spec.base_image, "3.13", bench_dir)
-    monkeypatch.setattr(speed, "SUITE", SCRIPTS)
     contenders = [
         speed.Contender("debian", debian, "python3.13"),
         speed.Contender("ours-quick", quick.image_id, "python3"),
@@ -32,7 +31,7 @@ def test_instruction_counts_repeat_exactly_and_tell_an_unoptimised_build_from_de
     ]
     res = speed.SpeedResult()
     said: list[str] = []
-    speed.count_instructions(engine, contenders, files, res, bench_dir, said.append)
+    speed.count_instructions(engine, contenders, files, res, bench_dir, said.append, SCRIPTS)
 
     assert not res.errors, res.errors
     assert sorted(said) == sorted(f"  instructions counted: {c.label}" for c in contenders)
@@ -52,3 +51,19 @@ def test_instruction_counts_repeat_exactly_and_tell_an_unoptimised_build_from_de
     probe = ["sh", "-c", "sha256sum $(readlink -f /usr/local/bin/python3)"]
     same = {engine.run(img, probe).stdout.split()[0] for img in (quick.image_id, "cpforge-bench/valgrind-ours-quick")}
     assert len(same) == 1
+
+
+def test_the_held_out_suite_ships_its_own_scripts_and_runs_in_a_built_image(
+    ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]
+) -> None:
+    quick = built_313["default"]
+    assert quick.passed and quick.image_id
+    held_out = speed.SUITES["held-out"]
+    files = speed.payload(ctx.ws.out / "cache" / "wheels", ctx.ws.scripts / "bench-speed.py", held_out)
+    shipped = {n.split("/")[2] for n in files if n.endswith("/run_benchmark.py")}
+    assert shipped == {f"bm_{b}" for b in held_out}  # and none of the core suite's
+    # One benchmark script through pyperf, as `bench speed --suite held-out` runs it: logging times
+    # three benchmarks, every one with a positive mean from its worker processes.
+    raw = speed.run_suite(engine, quick.image_id, "python3", files, {}, ("logging",), "0")
+    assert set(raw) == {"logging_format", "logging_silent", "logging_simple"}, raw
+    assert all(v["mean"] > 0 and v["processes"] for v in raw.values()), raw

@@ -82,14 +82,13 @@ class FakeEngine:
         return SimpleNamespace(exit_code=0, stdout=json.dumps(out), stderr="")
 
 
-def test_interleaved_runs_every_interpreter_per_benchmark_and_keeps_the_best(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interleaved_runs_every_interpreter_per_benchmark_and_keeps_the_best() -> None:
     # A driver that reports no per-process means: each round's mean stands for its processes.
-    monkeypatch.setattr(speed, "SUITE", ("nbody", "float"))
     # rounds: nbody a, b, a, b; then float a, b, a, b
     eng = FakeEngine({"A": [3.0, 2.0, 5.0, 6.0], "B": [4.0, 1.0, 7.0, 8.0]})
     res = speed.SpeedResult()
     contenders = [speed.Contender("a", "A", "python3"), speed.Contender("b", "B", "python3")]
-    speed.interleaved(eng, contenders, {}, res, rounds=2, cpu="1", say=lambda _: None)  # type: ignore[arg-type]
+    speed.interleaved(eng, contenders, {}, res, 2, "1", lambda _: None, ("nbody", "float"))  # type: ignore[arg-type]
     assert [(img, n) for img, n, _ in eng.calls] == [
         ("A", "nbody"), ("B", "nbody"), ("A", "nbody"), ("B", "nbody"),
         ("A", "float"), ("B", "float"), ("A", "float"), ("B", "float"),
@@ -108,13 +107,12 @@ def test_times_keep_three_significant_digits_in_a_fitting_unit() -> None:
     assert "| json_loads | 18.4 µs |" in md
 
 
-def test_a_benchmark_keeps_its_fastest_worker_process_over_all_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(speed, "SUITE", ("nbody",))
+def test_a_benchmark_keeps_its_fastest_worker_process_over_all_rounds() -> None:
     # Round 1 of A was disturbed half-way: its mean is the worst, yet its first process is the fastest.
     eng = FakeEngine({"A": [(3.0, [1.5, 4.5]), (2.0, [1.9, 2.1])], "B": [(2.2, [2.0, 2.4]), (2.1, [2.05, 2.15])]})
     res = speed.SpeedResult()
     contenders = [speed.Contender("a", "A", "python3"), speed.Contender("b", "B", "python3")]
-    speed.interleaved(eng, contenders, {}, res, rounds=2, cpu="1", say=lambda _: None)  # type: ignore[arg-type]
+    speed.interleaved(eng, contenders, {}, res, 2, "1", lambda _: None, ("nbody",))  # type: ignore[arg-type]
     assert res.processes == {"a": {"nbody": [1.5, 4.5, 1.9, 2.1]}, "b": {"nbody": [2.0, 2.4, 2.05, 2.15]}}
     assert res.suites == {"a": {"nbody": 1.5}, "b": {"nbody": 2.0}}
     assert res.runs["a"] == {"nbody": [3.0, 2.0]}  # the round means still give each round's own ratio
@@ -162,3 +160,45 @@ def test_the_pyperf_stand_in_runs_a_benchmark_script_the_asked_number_of_loops(t
     summary = tmp_path / "cachegrind.out"
     summary.write_text("desc: I\ncmd: python3 x\nevents: Ir\nfl=a\nsummary: 12345\n")
     assert driver.cachegrind_total(str(summary)) == 12345
+
+
+def test_an_unknown_suite_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    class NoEngine:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the engine was used: {name}")
+
+    with pytest.raises(speed.BenchError, match="no benchmark suite named 'heldout'") as err:
+        speed.speed(NoEngine(), None, None, tmp_path, tmp_path, suite="heldout")  # type: ignore[arg-type]
+    assert "core, held-out" in (err.value.hint or "")
+    assert not list(tmp_path.iterdir())  # no report written
+
+
+def test_the_held_out_suite_shares_no_benchmark_with_core_and_has_its_own_report() -> None:
+    assert set(speed.SUITES) == {"core", "held-out"}
+    assert not set(speed.SUITES["core"]) & set(speed.SUITES["held-out"])
+    assert (speed.report_stem("core"), speed.report_stem("held-out")) == ("speed", "speed-held-out")
+    md = speed.markdown(speed.SpeedResult(suite="held-out", suites={"debian": {"logging_silent": 7e-8}}))
+    assert "Benchmark suite `held-out`: chaos, comprehensions," in md
+
+
+def test_a_script_that_times_several_benchmarks_reports_each_of_them() -> None:
+    import json
+    from types import SimpleNamespace
+
+    class TwoTimings:  # like pyperformance's logging script: one script, several benchmarks
+        def run(self, image: str, command: list[str], **kw: object) -> SimpleNamespace:
+            t = {"A": 1.0, "B": 2.0}[image]
+            out = {"logging_silent": {"mean": t / 10}, "logging_simple": {"mean": t}}
+            return SimpleNamespace(exit_code=0, stdout=json.dumps(out), stderr="")
+
+    res, said = speed.SpeedResult(), []
+    contenders = [speed.Contender("a", "A", "python3"), speed.Contender("b", "B", "python3")]
+    speed.interleaved(TwoTimings(), contenders, {}, res, 1, "1", said.append, ("logging",))  # type: ignore[arg-type]
+    assert res.suites == {
+        "a": {"logging_silent": 0.1, "logging_simple": 1.0},
+        "b": {"logging_silent": 0.2, "logging_simple": 2.0},
+    }
+    assert said == [
+        "  logging_silent (fastest process of 1 round(s)): a 100 ms  b 200 ms",
+        "  logging_simple (fastest process of 1 round(s)): a 1 s  b 2 s",
+    ]
