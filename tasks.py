@@ -265,7 +265,8 @@ def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructi
         "instructions": "speed: also count each benchmark's instructions under cachegrind (a noise-free "
         "companion to the times; adds valgrind to copies of the images; default on)",
         "suite": "speed: which pyperformance benchmarks: core (the default; the headline ratios) or held-out "
-        "(every other dependency-free one: a check that nothing was tuned to core)",
+        "(every other dependency-free one: a check that nothing was tuned to core; add --no-instructions, "
+        "cachegrind is slow on it)",
         "engine": "Docker engine URL",
     },
     iterable=["filter"],
