@@ -1,7 +1,8 @@
 """`bench speed`: how fast and how small the built interpreters are, next to Debian's own build.
 
 One run on this machine, in containers on the same engine, reported as ratios (never a test):
-  1. interpreter speed: a pyperformance subset through pyperf (`--fast`) on our `release` build, our
+  1. interpreter speed: a pyperformance subset (SUITES: `core` by default, or `held-out`, the check
+     that nothing was tuned to `core`) through pyperf (`--fast`) on our `release` build, our
      `quick` build (a floor) and Debian's `python3.X` package of the same release; geometric-mean
      time ratio ours/Debian. Benchmarks run interleaved (each one on every interpreter back to
      back), each container pinned to one CPU, for a few rounds; each keeps its fastest pyperf
@@ -10,7 +11,8 @@ One run on this machine, in containers on the same engine, reported as ratios (n
      and free-threaded builds; speedups and the free-threaded single-thread overhead;
   3. JIT: the same subset on the JIT build with PYTHON_JIT=1 and PYTHON_JIT=0;
   4. image size: each runtime image and the base image, uncompressed.
-Results: build/bench/speed.json, speed.md and speed.html (a bar chart a person can read at a glance).
+Results: build/bench/speed.json, speed.md and speed.html (a bar chart a person can read at a glance);
+speed-held-out.* for the held-out suite.
 """
 
 from __future__ import annotations
