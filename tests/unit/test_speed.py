@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -72,9 +74,6 @@ class FakeEngine:
         self.calls: list[tuple[str, str, str | None]] = []
 
     def run(self, image: str, command: list[str], **kw: object) -> object:
-        import json
-        from types import SimpleNamespace
-
         name = command[-1]
         self.calls.append((image, name, kw.get("cpuset")))  # type: ignore[arg-type]
         t = self.times[image].pop(0)
@@ -182,9 +181,6 @@ def test_the_held_out_suite_shares_no_benchmark_with_core_and_has_its_own_report
 
 
 def test_a_script_that_times_several_benchmarks_reports_each_of_them() -> None:
-    import json
-    from types import SimpleNamespace
-
     class TwoTimings:  # like pyperformance's logging script: one script, several benchmarks
         def run(self, image: str, command: list[str], **kw: object) -> SimpleNamespace:
             t = {"A": 1.0, "B": 2.0}[image]
