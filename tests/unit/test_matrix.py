@@ -188,6 +188,37 @@ def test_static_interpreter_is_typed_and_needs_shared() -> None:
     assert "--enable-shared" in flags and "--enable-static-libpython-for-interpreter" not in flags
 
 
+def test_an_x86_isa_level_needs_the_mneeded_marker_and_amd64_only() -> None:
+    cflags = "cflags-nodist: [-fstack-protector-strong,"
+    ldflags = 'ldflags-nodist: ["-Wl,-z,relro",'
+    amd64 = GOOD.replace("platforms: [linux/amd64, linux/arm64]", "platforms: [linux/amd64]")
+    assert amd64 != GOOD
+    bad = amd64.replace(cflags, "cflags-nodist: [-march=x86-64-v3, -fstack-protector-strong,")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert "profile `release` builds for x86-64-v3 without -mneeded in cflags-nodist and ldflags-nodist" in str(
+        err.value
+    )
+    assert "CPU ISA level is lower than required" in str(err.value)
+    assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "-march=" in ln)
+    half = amd64.replace(cflags, "cflags-nodist: [-march=x86-64-v3, -mneeded, -fstack-protector-strong,")
+    with pytest.raises(MatrixError) as err:
+        load(half)
+    assert "without -mneeded in ldflags-nodist" in str(err.value)
+    assert "without -mneeded in cflags-nodist" not in str(err.value)
+    good = half.replace(ldflags, 'ldflags-nodist: [-mneeded, "-Wl,-z,relro",')
+    flags = {s.id: s for s in load(good).expand("release")}["3.13-default-trixie-amd64"].configure_flags
+    nodist = {f.split("=", 1)[0]: f.split("=", 1)[1].split(" ") for f in flags if "_NODIST=" in f}
+    assert "-march=x86-64-v3" in nodist["CFLAGS_NODIST"] and "-mneeded" in nodist["CFLAGS_NODIST"]
+    assert "-mneeded" in nodist["LDFLAGS_NODIST"]
+    # the baseline is not a level above it: no marker needed
+    load(amd64.replace(cflags, "cflags-nodist: [-march=x86-64, -fstack-protector-strong,"))
+    # arm64 cannot run (nor compile for) an x86-64 level, marked or not
+    with pytest.raises(MatrixError) as err:
+        load(good.replace("platforms: [linux/amd64]", "platforms: [linux/amd64, linux/arm64]"))
+    assert "profile `release` builds for x86-64-v3, which linux/arm64 cannot run" in str(err.value)
+
+
 def test_opt_in_distro_is_built_only_when_a_filter_names_it() -> None:
     specs = mx.load(ROOT / "matrix.yaml").expand("quick")
     assert {s.distro.name for s in mx.select(specs)} == {"trixie"}
