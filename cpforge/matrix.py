@@ -738,26 +738,26 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
             for key in ("cflags-nodist", "ldflags-nodist")
             if key in m
         }
-        levels = [f for flags in cc.values() for f in flags if X86_ISA_LEVEL_RE.match(f)]
-        unmarked = [key for key in ("cflags-nodist", "ldflags-nodist") if "-mneeded" not in cc.get(key, ())]
-        level_node = m["cflags-nodist" if "cflags-nodist" in m else "ldflags-nodist"][1] if levels else None
-        others = [p.name for p in platforms if p.arch != "amd64"]
-        if level_node and others:
-            raise ctx.fail(
-                level_node,
-                f"profile `{name}` builds for {levels[0].split('=', 1)[1]}, which {others[0]} cannot run",
-                "an x86-64 ISA level needs a matrix whose platforms are linux/amd64 only (e.g. a separate "
-                "matrix file for such profiles, passed with --matrix-file), or drop the -march flag",
-            )
-        if level_node and unmarked:
-            raise ctx.fail(
-                level_node,
-                f"profile `{name}` builds for {levels[0].split('=', 1)[1]} without -mneeded in "
-                + " and ".join(unmarked),
-                "add -mneeded to both cflags-nodist and ldflags-nodist: the binaries are then marked with the "
-                "ISA level they need, and glibc refuses them on an older CPU (\"CPU ISA level is lower than "
-                "required\") instead of crashing with SIGILL at the first wider instruction",
-            )
+        level = next(((key, f) for key, flags in cc.items() for f in flags if X86_ISA_LEVEL_RE.match(f)), None)
+        if level:
+            key, isa = level[0], level[1].split("=", 1)[1]
+            others = [p.name for p in platforms if p.arch != "amd64"]
+            if others:
+                raise ctx.fail(
+                    m[key][1],
+                    f"profile `{name}` builds for {isa}, which {others[0]} cannot run",
+                    "an x86-64 ISA level needs a matrix whose platforms are linux/amd64 only (e.g. a separate "
+                    "matrix file for such profiles, passed with --matrix-file), or drop the -march flag",
+                )
+            unmarked = [k for k in ("cflags-nodist", "ldflags-nodist") if "-mneeded" not in cc.get(k, ())]
+            if unmarked:
+                raise ctx.fail(
+                    m[key][1],
+                    f"profile `{name}` builds for {isa} without -mneeded in {' and '.join(unmarked)}",
+                    "add -mneeded to both cflags-nodist and ldflags-nodist: the binaries are then marked with the "
+                    "ISA level they need, and glibc refuses them on an older CPU (\"CPU ISA level is lower than "
+                    "required\") instead of crashing with SIGILL at the first wider instruction",
+                )
         shared = _bool(ctx, m["shared"][1], f"profile `{name}` shared") if "shared" in m else False
         static_interpreter = False
         if "static-interpreter" in m:

@@ -211,6 +211,11 @@ def test_an_x86_isa_level_needs_the_mneeded_marker_and_amd64_only() -> None:
     nodist = {f.split("=", 1)[0]: f.split("=", 1)[1].split(" ") for f in flags if "_NODIST=" in f}
     assert "-march=x86-64-v3" in nodist["CFLAGS_NODIST"] and "-mneeded" in nodist["CFLAGS_NODIST"]
     assert "-mneeded" in nodist["LDFLAGS_NODIST"]
+    only_ld = amd64.replace(ldflags, 'ldflags-nodist: [-march=x86-64-v2, "-Wl,-z,relro",')
+    with pytest.raises(MatrixError) as err:
+        load(only_ld)
+    assert "builds for x86-64-v2 without -mneeded" in str(err.value)
+    assert err.value.line == next(i for i, ln in enumerate(only_ld.splitlines(), 1) if "-march=" in ln)
     # the baseline is not a level above it: no marker needed
     load(amd64.replace(cflags, "cflags-nodist: [-march=x86-64, -fstack-protector-strong,"))
     # arm64 cannot run (nor compile for) an x86-64 level, marked or not
