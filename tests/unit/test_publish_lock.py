@@ -29,8 +29,8 @@ SPECS = {s.key: s for s in mx.load(ROOT / "matrix.yaml").expand_all()}
 
 def test_tags_for_release_and_quick() -> None:
     ft = SPECS["3.14-freethreaded-trixie-arm64@release"]
-    assert arch_tags(ft) == ("3.14.6-freethreaded-trixie-arm64", ["3.14-freethreaded-trixie-arm64"])
-    assert index_tags(ft) == ("3.14.6-freethreaded-trixie", ["3.14-freethreaded-trixie", "3.14-freethreaded", "3.14t"])
+    assert arch_tags(ft) == ("3.14.7-freethreaded-trixie-arm64", ["3.14-freethreaded-trixie-arm64"])
+    assert index_tags(ft) == ("3.14.7-freethreaded-trixie", ["3.14-freethreaded-trixie", "3.14-freethreaded", "3.14t"])
     quick = SPECS["3.13-default-trixie-amd64@quick"]
     assert index_tags(quick)[1][-1] == "3.13-quick"
     assert index_tags(SPECS["3.13-jit-trixie-amd64@release"])[1] == ["3.13-jit-trixie", "3.13-jit"]
