@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ def test_hand_written_derived_flag_is_refused() -> None:
 
 def test_bad_sha_version_and_platform() -> None:
     with pytest.raises(MatrixError, match="sha256"):
-        load(GOOD.replace("3b48dac8fb59f62eaa67ac83c1eb12bda1b7a08406dd286e252c11a66be27f81", "abc"))
+        load(re.sub(r"sha256: [0-9a-f]{64}", "sha256: abc", GOOD, count=1))
     with pytest.raises(MatrixError, match=r"version '3\.13' is not valid"):
         load(GOOD.replace('"3.13.5"', '"3.13"'))
     with pytest.raises(MatrixError, match="did you mean `linux/arm64`"):
