@@ -181,7 +181,7 @@ def emulated_partial(
             "tmp/cpforge-build": (ctx.ws.scripts / "build-cpython.sh").read_bytes(),
             f"usr/src/{spec.source.filename}": fetched.path.read_bytes(),
         },
-        environment={"SOURCE_DATE_EPOCH": "1749600000", "CPFORGE_TARGET_ARCH": spec.platform.arch},
+        environment={"SOURCE_DATE_EPOCH": str(spec.epoch), "CPFORGE_TARGET_ARCH": spec.platform.arch},
         platform=spec.platform.name,
         timeout=cap,
     )

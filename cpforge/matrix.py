@@ -13,6 +13,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +79,7 @@ class PythonVersion:
     version: str  # full, e.g. 3.13.5
     sha256: str
     llvm: int
+    released: date  # python.org's release day: the build date (SOURCE_DATE_EPOCH) of its builds
     signer: Signer | None = None
     modules: tuple[str, ...] = ()  # extra modules the smoke test must import for this version
 
@@ -85,6 +87,11 @@ class PythonVersion:
     def minor(self) -> str:
         major, minor, *_ = self.version.split(".")
         return f"{major}.{minor}"
+
+    @property
+    def epoch(self) -> int:
+        """SOURCE_DATE_EPOCH of every build of this release: its release day, 00:00 UTC."""
+        return int(datetime(self.released.year, self.released.month, self.released.day, tzinfo=UTC).timestamp())
 
     @property
     def minor_tuple(self) -> tuple[int, int]:
@@ -197,6 +204,7 @@ class BuildSpec:
     profile: Profile
     llvm: int
     source: Source
+    epoch: int  # SOURCE_DATE_EPOCH: the release's day, so builds are reproducible and dated truthfully
     base_image: str
     build_platform: Platform  # where the compiler runs: cross-compiles when it differs from platform
     repository: str
@@ -313,6 +321,7 @@ class Matrix:
                                 profile=prof,
                                 llvm=ver.llvm,
                                 source=Source(version=ver.version, sha256=ver.sha256, signer=ver.signer),
+                                epoch=ver.epoch,
                                 base_image=dist.base_image(plat),
                                 build_platform=self.build_platform,
                                 repository=self.repository,
@@ -569,8 +578,8 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
             ctx,
             item,
             "a version",
-            ("version", "sha256", "llvm", "signer", "modules"),
-            required=("version", "sha256", "llvm"),
+            ("version", "sha256", "released", "llvm", "signer", "modules"),
+            required=("version", "sha256", "released", "llvm"),
         )
         vnode = m["version"][1]
         version = _match(
@@ -590,6 +599,16 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
             "sha256",
             "paste the 64 hex digits published for the release",
         )
+        rnode = m["released"][1]
+        released_raw = _scalar(ctx, rnode, "released")
+        try:
+            released = date.fromisoformat(released_raw)
+        except ValueError:
+            raise ctx.fail(
+                rnode,
+                f"released must be a date, not {released_raw!r}",
+                "write python.org's release day as YYYY-MM-DD, e.g. `released: 2025-06-11`",
+            ) from None
         lnode = m["llvm"][1]
         llvm_raw = _scalar(ctx, lnode, "llvm")
         if not llvm_raw.isdigit():
@@ -603,7 +622,9 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
         modules: tuple[str, ...] = ()
         if "modules" in m:
             modules = _str_list(ctx, m["modules"][1], "modules", _module_check(ctx))
-        pv = PythonVersion(version=version, sha256=sha, llvm=int(llvm_raw), signer=signer, modules=modules)
+        pv = PythonVersion(
+            version=version, sha256=sha, released=released, llvm=int(llvm_raw), signer=signer, modules=modules
+        )
         if any(v.minor == pv.minor for v in versions):
             raise ctx.fail(vnode, f"version {pv.minor} is listed twice", "keep one release per minor version")
         if pv.minor_tuple < (3, 13):

@@ -35,7 +35,6 @@ from . import tools
 from .engine import Engine
 from .errors import BuildError, CpforgeError
 from .matrix import BuildSpec
-from .render import DEFAULT_EPOCH
 from .report import Report
 
 # Provided by the C library on every runner: never bundled.
@@ -151,7 +150,6 @@ def provision(
     out: Path,
     base_url: str,
     say: Callable[[str], None] = print,
-    epoch: int = DEFAULT_EPOCH,
 ) -> list[Provisioned]:
     refused = []
     for spec in specs:
@@ -172,13 +170,13 @@ def provision(
     done: list[Provisioned] = []
     for spec in specs:
         say(f"… provisioning {spec.key}")
-        done.append(_one(engine, report, spec, out, epoch))
+        done.append(_one(engine, report, spec, out))
     _write_sums(out, done)
     _write_manifest(out, done, base_url)
     return done
 
 
-def _one(engine: Engine, report: Report, spec: BuildSpec, out: Path, epoch: int) -> Provisioned:
+def _one(engine: Engine, report: Report, spec: BuildSpec, out: Path) -> Provisioned:
     res = report.entries[spec.key]
     assert res.artifact_image_id is not None
     with tempfile.TemporaryDirectory(prefix="cpforge-provision-") as tmp:
@@ -295,7 +293,7 @@ def _one(engine: Engine, report: Report, spec: BuildSpec, out: Path, epoch: int)
             f"python-{spec.version}-linux-{spec.distro.suite}-{MANIFEST_ARCH[spec.platform.arch]}{flavour}.tar.gz"
         )
         target = out / filename
-        _deterministic_targz(root, target, epoch)
+        _deterministic_targz(root, target, spec.epoch)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     (out / f"{filename.removesuffix('.tar.gz')}.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return Provisioned(spec.key, filename, target, digest, metadata)

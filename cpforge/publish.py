@@ -26,7 +26,6 @@ from .engine import Engine
 from .errors import CpforgeError
 from .matrix import BuildSpec
 from .registry import MANIFEST_LIST_V2, OCI_MANIFEST, Registry, RegistryError, credentials_for, parse_reference
-from .render import DEFAULT_EPOCH
 from .report import Report
 
 SBOM_TYPE = "application/vnd.cyclonedx+json"
@@ -74,7 +73,7 @@ print(json.dumps({
 """
 
 
-def sbom(engine: Engine, image: str, spec: BuildSpec, epoch: int = DEFAULT_EPOCH) -> dict[str, Any]:
+def sbom(engine: Engine, image: str, spec: BuildSpec) -> dict[str, Any]:
     """A CycloneDX 1.5 SBOM: the image's Debian packages, CPython, and what CPython bundles."""
     plat = spec.platform.name
     dpkg = engine.run(
@@ -146,7 +145,7 @@ def sbom(engine: Engine, image: str, spec: BuildSpec, epoch: int = DEFAULT_EPOCH
         ],
         "components": bundled,
     }
-    created = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.fromtimestamp(spec.epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",

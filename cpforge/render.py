@@ -19,7 +19,6 @@ from .matrix import BuildSpec
 
 TEMPLATE = "Dockerfile.j2"
 RUNTIME_TEMPLATE = "runtime.j2"
-DEFAULT_EPOCH = 1749600000  # fixed build date (SOURCE_DATE_EPOCH) until the lock pins one per release
 
 
 def deps_command(spec: BuildSpec) -> list[str]:
@@ -29,9 +28,9 @@ def deps_command(spec: BuildSpec) -> list[str]:
     return cmd
 
 
-def labels(spec: BuildSpec, epoch: int = DEFAULT_EPOCH) -> list[tuple[str, str]]:
+def labels(spec: BuildSpec) -> list[tuple[str, str]]:
     """Image labels that depend only on the spec (revision is added at build time)."""
-    created = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.fromtimestamp(spec.epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return sorted(
         {
             "org.opencontainers.image.title": f"CPython {spec.version} ({spec.variant.name})",
@@ -51,7 +50,6 @@ def labels(spec: BuildSpec, epoch: int = DEFAULT_EPOCH) -> list[tuple[str, str]]
 @dataclass(frozen=True)
 class Renderer:
     template_dir: Path
-    epoch: int = DEFAULT_EPOCH
 
     def _env(self) -> jinja2.Environment:
         return jinja2.Environment(
@@ -64,8 +62,8 @@ class Renderer:
     def _context(self, spec: BuildSpec) -> dict[str, object]:
         return {
             "spec": spec,
-            "epoch": self.epoch,
-            "labels": labels(spec, self.epoch),
+            "epoch": spec.epoch,
+            "labels": labels(spec),
             "deps_command": deps_command(spec),
             "build_command": ["/usr/local/sbin/cpforge-build", spec.version, *spec.configure_flags],
         }
@@ -84,7 +82,7 @@ class Renderer:
         """The runtime stage alone, reading cpython.tar from its build context (artifact first)."""
         try:
             module = self._env().get_template(RUNTIME_TEMPLATE).make_module()
-            text = str(module.stage(spec, labels(spec, self.epoch), self.epoch, True))  # type: ignore[attr-defined]
+            text = str(module.stage(spec, labels(spec), spec.epoch, True))  # type: ignore[attr-defined]
         except jinja2.TemplateError as exc:
             raise RenderError(
                 f"cannot render {RUNTIME_TEMPLATE} for {spec.id}: {exc}",

@@ -269,3 +269,24 @@ def test_builtin_modules_are_checked_names_on_the_profile() -> None:
             load(bad)
         assert problem in str(err.value)
         assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "builtin-modules:" in ln)
+
+
+def test_each_release_is_built_with_its_own_release_day_as_the_build_date() -> None:
+    specs = {s.key: s for s in load(GOOD).expand_all()}
+    # 3.13.5 came out on 2025-06-11: its builds keep the epoch its pinned PGO profile and lock were made with.
+    assert specs["3.13-default-trixie-amd64@release"].epoch == 1749600000
+    newer = load(GOOD.replace("released: 2026-08-05", "released: 2026-10-07")).expand_all()
+    assert {s.epoch for s in newer if s.minor == "3.14"} == {1791331200}  # 2026-10-07T00:00:00Z
+    assert {s.epoch for s in newer if s.minor == "3.13"} == {1749600000}
+
+    missing = re.sub(r"\n    released: [0-9-]+[^\n]*", "", GOOD, count=1)
+    with pytest.raises(MatrixError) as err:
+        load(missing)
+    assert "a version is missing the required key `released`" in str(err.value)
+    assert err.value.line == next(i for i, ln in enumerate(missing.splitlines(), 1) if "version:" in ln)
+    bad = GOOD.replace("released: 2025-06-11", "released: June 2025")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "released: June 2025" in ln)
+    assert "released must be a date, not 'June 2025'" in str(err.value)
+    assert "YYYY-MM-DD" in str(err.value)
