@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,7 +91,7 @@ class PythonVersion:
     @property
     def epoch(self) -> int:
         """SOURCE_DATE_EPOCH of every build of this release: its release day, 00:00 UTC."""
-        return int(datetime(self.released.year, self.released.month, self.released.day, tzinfo=UTC).timestamp())
+        return int(datetime.combine(self.released, time(), UTC).timestamp())
 
     @property
     def minor_tuple(self) -> tuple[int, int]:
