@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from . import releases
 from .errors import MatrixError, SelectionError
 
 JitMode = Literal["no", "yes", "yes-off", "interpreter"]
@@ -573,6 +574,7 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
 
     # versions -------------------------------------------------------------------------------
     versions: list[PythonVersion] = []
+    version_nodes: dict[str, tuple[yaml.Node, yaml.Node]] = {}  # version → (its `version:` node, `llvm:` node)
     for item in _seq(ctx, top["versions"][1], "versions"):
         m = _mapping(
             ctx,
@@ -634,11 +636,13 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
                 "free-threading and the JIT need CPython 3.13+",
             )
         versions.append(pv)
+        version_nodes[pv.version] = (vnode, lnode)
     if not versions:
         raise ctx.fail(top["versions"][1], "versions is empty", "list at least one version")
 
     # variants -------------------------------------------------------------------------------
     variants: list[Variant] = []
+    variant_nodes: dict[str, yaml.Node] = {}
     vmap = top["variants"][1]
     if not isinstance(vmap, yaml.MappingNode):
         raise ctx.fail(
@@ -653,6 +657,7 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
             "variant name",
             "use lower-case letters, digits and dashes",
         )
+        variant_nodes[name] = k
         if isinstance(v, yaml.ScalarNode) and v.value in ("", "~", "null"):
             variants.append(Variant(name=name))
             continue
@@ -884,6 +889,7 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
         build_platform=build_platform,
         exclude=exclude,
     )
+    _check_releases(ctx, matrix, version_nodes, variant_nodes)
     ids = {s.id for s in matrix.expand()}
     if not ids:
         raise ctx.fail(root, "the matrix expands to no entries", "check `exclude`")
@@ -897,6 +903,39 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
             f"did you mean `{close[0]}`?" if close else "run `invoke matrix` to list entries",
         )
     return matrix
+
+
+def _check_releases(
+    ctx: _Ctx,
+    matrix: Matrix,
+    version_nodes: dict[str, tuple[yaml.Node, yaml.Node]],
+    variant_nodes: dict[str, yaml.Node],
+) -> None:
+    """Refuse what a release's configure refuses, before anything is built (cpforge/releases.py)."""
+    has_jit = any(v.jit != "no" for v in matrix.variants)
+    for ver in matrix.versions:
+        vnode, lnode = version_nodes[ver.version]
+        need = releases.jit_llvm(ver.minor_tuple)
+        if has_jit and need is not None and ver.llvm != need:
+            raise ctx.fail(
+                lnode,
+                f"CPython {ver.minor}'s JIT needs LLVM {need}, not {ver.llvm} (Tools/jit/_llvm.py in the release)",
+                f"write `llvm: {need}`",
+            )
+        for var in matrix.variants:
+            rule = releases.refusal(ver.minor_tuple, var.freethreaded, var.jit != "no", var.configure)
+            if rule is None:
+                continue
+            eids = [f"{ver.minor}-{var.name}-{d.name}-{p.arch}" for d in matrix.distros for p in matrix.platforms]
+            if all(any(fnmatch.fnmatchcase(e, pat) for pat in matrix.exclude) for e in eids):
+                continue
+            raise ctx.fail(
+                variant_nodes[var.name],
+                f"variant `{var.name}` cannot be built for CPython {ver.version} "
+                f"(line {vnode.start_mark.line + 1}): its configure refuses it with "
+                f"\"{rule.reason}\" ({rule.source})",
+                f'add "{ver.minor}-{var.name}-*" to `exclude:` (or drop the variant)',
+            )
 
 
 def _module_check(ctx: _Ctx) -> Callable[[yaml.Node, str], None]:

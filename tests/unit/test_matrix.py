@@ -21,11 +21,13 @@ def load(text: str) -> mx.Matrix:
 def test_repository_matrix_expands_to_every_combination() -> None:
     m = mx.load(ROOT / "matrix.yaml")
     quick = m.expand("quick")
-    # trixie: every version × variant × platform; bullseye: no JIT variants (no LLVM there)
-    assert len(quick) == 2 * 4 * 2 + 2 * 2 * 2
+    # trixie: every version × variant × platform, but 3.14 refuses freethreaded-jit; bullseye: no JIT
+    # variants (no LLVM there)
+    assert len(quick) == (4 + 3) * 2 + 2 * 2 * 2
     ids = {s.id for s in quick}
     assert "3.13-freethreaded-trixie-amd64" in ids
-    assert "3.14-freethreaded-jit-trixie-arm64" in ids
+    assert "3.13-freethreaded-jit-trixie-arm64" in ids
+    assert not {i for i in ids if i.startswith("3.14-freethreaded-jit-")}
     assert m.versions[0].version.startswith("3.14")  # 3.14 first
     assert len(m.expand_all()) == 2 * len(quick)
 
@@ -134,6 +136,47 @@ def test_select_by_glob_and_platform() -> None:
     assert {s.platform.name for s in mx.select(specs, [], ["linux/arm64"])} == {"linux/arm64"}
     with pytest.raises(SelectionError):
         mx.select(specs, ["3.12-*"])
+
+
+def test_a_combination_the_release_refuses_is_an_error_naming_line_reason_and_glob() -> None:
+    bad = GOOD.replace('  - "3.14-freethreaded-jit-*"', "")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    lines = bad.splitlines()
+    assert err.value.line == next(i for i, ln in enumerate(lines, 1) if ln.startswith("  freethreaded-jit:"))
+    version_line = next(i for i, ln in enumerate(lines, 1) if '- version: "3.14.' in ln)
+    msg = str(err.value)
+    assert "cannot be built for CPython 3.14." in msg and f"(line {version_line})" in msg
+    assert "--enable-experimental-jit cannot be used with --disable-gil" in msg  # CPython's own words
+    assert 'fix: add "3.14-freethreaded-jit-*" to `exclude:`' in msg
+
+
+def test_the_refusal_is_per_release_and_an_exclude_of_only_some_entries_does_not_hide_it() -> None:
+    # 3.13 builds freethreaded-jit: no refusal when 3.14 is gone
+    only_313 = GOOD.replace('  - "3.14-freethreaded-jit-*"', "")
+    start = only_313.index('  - version: "3.14.')
+    only_313 = only_313[:start] + only_313[only_313.index('  - version: "3.13.') :]
+    only_313 = only_313.replace("entry: 3.14-default-trixie-amd64", "entry: 3.13-default-trixie-amd64")
+    assert "3.13-freethreaded-jit-trixie-amd64" in {s.id for s in load(only_313).expand()}
+    # excluding only the arm64 entries still leaves an amd64 entry 3.14 refuses
+    partial = GOOD.replace('"3.14-freethreaded-jit-*"', '"3.14-freethreaded-jit-*-arm64"')
+    with pytest.raises(MatrixError, match=r"cannot be built for CPython 3\.14"):
+        load(partial)
+
+
+def test_trace_refs_with_free_threading_is_refused_by_every_release() -> None:
+    traced = "freethreaded: {freethreaded: true, configure: [--with-trace-refs]}"
+    bad = GOOD.replace("freethreaded: {freethreaded: true}", traced)
+    with pytest.raises(MatrixError, match="--disable-gil cannot be used with --with-trace-refs"):
+        load(bad)
+
+
+def test_llvm_must_be_the_one_the_release_jit_needs() -> None:
+    bad = GOOD.replace("llvm: 19", "llvm: 18")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "llvm: 18" in ln)
+    assert "needs LLVM 19, not 18" in str(err.value) and "fix: write `llvm: 19`" in str(err.value)
 
 
 def test_exclude_removes_entries() -> None:
