@@ -186,8 +186,7 @@ class Builder:
                 fetched = self.sources.ensure(spec.source)
                 files: dict[str, bytes | Path] = {
                     "Dockerfile": self.renderer.dockerfile(spec).encode(),
-                    "scripts/build-cpython.sh": self.ws.scripts / "build-cpython.sh",
-                    "scripts/install-build-deps.sh": self.ws.scripts / "install-build-deps.sh",
+                    **{rel: self.ws.root / rel for rel in render.CONTEXT_SCRIPTS},
                     f"sources/{spec.source.filename}": fetched.path,
                 }
                 if spec.pgo_profile:

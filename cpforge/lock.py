@@ -24,11 +24,11 @@ from typing import Any
 from .engine import Engine, short_ref
 from .errors import CpforgeError
 from .matrix import BuildSpec
-from .render import Renderer
+from .render import CONTEXT_SCRIPTS, Renderer
 from .report import Report
 
 SCHEMA = 1
-SCRIPTS = ("scripts/build-cpython.sh", "scripts/install-build-deps.sh", "scripts/smoke.py")
+SCRIPTS = (*CONTEXT_SCRIPTS, "scripts/smoke.py")
 DPKG_QUERY = ["dpkg-query", "-W", "-f", "${binary:Package}=${Version}\\n"]
 
 

@@ -19,10 +19,12 @@ from .matrix import BuildSpec
 
 TEMPLATE = "Dockerfile.j2"
 RUNTIME_TEMPLATE = "runtime.j2"
+# The scripts every rendered Dockerfile COPYs from the build context (repository-relative).
+CONTEXT_SCRIPTS = ("scripts/build-cpython.sh", "scripts/build-python.sh", "scripts/install-build-deps.sh")
 
 
 def deps_command(spec: BuildSpec) -> list[str]:
-    cmd = ["/usr/local/sbin/cpforge-install-build-deps", spec.platform.arch, spec.minor]
+    cmd = ["/usr/local/sbin/cpforge-install-build-deps", spec.platform.arch]
     if spec.variant.jit != "no":
         cmd += ["--jit", str(spec.llvm)]
     return cmd

@@ -48,14 +48,13 @@ configure=(--prefix="$prefix" --build="$build_triplet" --enable-option-checking=
 strip_tool=strip
 objdump_tool=objdump
 if [ "$host_triplet" != "$build_triplet" ]; then
-    build_python=$(command -v "python${minor}" || true)
-    if [ -z "$build_python" ] || [ "$("$build_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$minor" ]; then
-        # No distro python of this X.Y: build one natively from the same verified source.
-        log "building a native python ${version} to drive the cross build"
-        mkdir -p "$workdir/native"
-        (cd "$workdir/native" && "../Python-${version}/configure" --prefix=/opt/cpforge-build-python >/dev/null \
-            && make -j"$(nproc)" >/dev/null && make install >/dev/null)
-        build_python=/opt/cpforge-build-python/bin/python${minor}
+    # The same release, compiled natively once in the Dockerfile's `build-python` stage
+    # (build-python.sh) and shared from the layer cache by every cross-built entry of the release.
+    build_python=/opt/cpforge-build-python/bin/python${minor}
+    if [ ! -x "$build_python" ]; then
+        echo "cpforge-build: no build python at ${build_python}: a cross build needs the build-python stage" \
+             "(render the Dockerfile with cpforge)" >&2
+        exit 1
     fi
     # Answers configure cannot find out when it cannot run target binaries (as CPython's own CI passes).
     # ensurepip would run under the build python and use *its* install scheme: pip is installed

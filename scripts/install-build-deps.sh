@@ -2,16 +2,31 @@
 # Installs what building CPython needs in a cpforge builder stage: natively when this container's
 # architecture is the target's, else a Debian cross toolchain plus the target's -dev packages.
 #
-# Usage: install-build-deps TARGET_ARCH MINOR [--jit LLVM_MAJOR]
-#   TARGET_ARCH  Debian architecture of the interpreter to build (amd64, arm64)
-#   MINOR        CPython minor version (3.13): a cross build needs a native pythonMINOR to run
-#   --jit N      also install clang-N and llvm-N (the JIT's stencils) and a host python3
+# Usage: install-build-deps TARGET_ARCH [--jit LLVM_MAJOR]
+#        install-build-deps --build-python TARGET_ARCH
+#   TARGET_ARCH     Debian architecture of the interpreter to build (amd64, arm64)
+#   --jit N         also install clang-N and llvm-N (the JIT's stencils) and a host python3
+#   --build-python  only what compiling the native build python of a cross build needs (the
+#                   `build-python` stage, see build-python.sh): nothing on a TARGET_ARCH builder
 # Plain bash, no cpforge import; arguments arrive through exec form, never a shell.
 set -euo pipefail
 
-target=${1:?usage: install-build-deps TARGET_ARCH MINOR [--jit LLVM]}
-minor=${2:?usage: install-build-deps TARGET_ARCH MINOR [--jit LLVM]}
-shift 2
+export DEBIAN_FRONTEND=noninteractive
+if [ "${1:-}" = "--build-python" ]; then
+    target=${2:?usage: install-build-deps --build-python TARGET_ARCH}
+    if [ "$(dpkg --print-architecture)" = "$target" ]; then
+        echo "cpforge: a ${target} builder builds for ${target} natively: no build python needed"
+        exit 0
+    fi
+    apt-get update
+    apt-get install -y --no-install-recommends build-essential pkg-config xz-utils zlib1g-dev
+    apt-get clean
+    rm -rf /var/lib/apt/lists/*
+    exit 0
+fi
+
+target=${1:?usage: install-build-deps TARGET_ARCH [--jit LLVM]}
+shift
 llvm=""
 if [ "${1:-}" = "--jit" ]; then
     llvm=${2:?--jit needs an LLVM major version}
@@ -22,7 +37,6 @@ libs=(libbz2-dev libffi-dev libgdbm-compat-dev libgdbm-dev liblzma-dev libncurse
       libsqlite3-dev libssl-dev libzstd-dev uuid-dev zlib1g-dev)
 packages=(build-essential pkg-config xz-utils binutils)
 
-export DEBIAN_FRONTEND=noninteractive
 if [ "$target" = "$native" ]; then
     packages+=("${libs[@]}")
 else
@@ -34,14 +48,9 @@ if [ -n "$llvm" ]; then
     packages+=("clang-${llvm}" "llvm-${llvm}" python3)
 fi
 
+# (A cross build's build python, the same release as the target, comes from the `build-python`
+# stage: see build-python.sh.)
 apt-get update
-if [ "$target" != "$native" ]; then
-    # The build python must be the same X.Y as the interpreter being built: use the distro's when it
-    # has one (cpforge-build compiles one from the same source otherwise).
-    if apt-cache show "python${minor}" >/dev/null 2>&1; then
-        packages+=("python${minor}")
-    fi
-fi
 if ! apt-get install -y --no-install-recommends "${packages[@]}"; then
     echo "cpforge: could not install the build dependencies for ${target} on ${native}: ${packages[*]}" >&2
     if [ "$target" != "$native" ]; then

@@ -63,7 +63,7 @@ def test_flags_reach_the_dockerfile_only_as_exec_form_json(specs: list[mx.BuildS
         '-mno-omit-leaf-frame-pointer -fstack-protector-strong -fstack-clash-protection -D_FORTIFY_SOURCE=3", '
         '"LDFLAGS_NODIST=-Wl,-z,relro -Wl,-z,now"]'
     ) in text
-    assert 'RUN ["/usr/local/sbin/cpforge-install-build-deps", "amd64", "3.13", "--jit", "18"]' in text
+    assert 'RUN ["/usr/local/sbin/cpforge-install-build-deps", "amd64", "--jit", "18"]' in text
     default = next(s for s in specs if s.id == "3.13-default-trixie-amd64")
     assert '"--jit"' not in render.Renderer(ROOT / "templates").dockerfile(default)
 
@@ -74,11 +74,40 @@ def test_arm64_entries_cross_compile_from_the_build_platform(specs: list[mx.Buil
     text = render.Renderer(ROOT / "templates").dockerfile(spec)
     assert "ARG BUILDER_ARCH=amd64" in text
     assert "FROM cpforge/debian:trixie-${BUILDER_ARCH} AS builder" in text
-    assert '"arm64", "3.14", "--jit", "19"' in text
+    assert '"arm64", "--jit", "19"' in text
     assert "CPFORGE_TARGET_ARCH=arm64" in text
     assert "FROM cpforge/debian:trixie-arm64 AS runtime" in text
     native = next(s for s in specs if s.id == "3.14-jit-trixie-amd64")
     assert not native.cross
+    assert "build-python" not in render.Renderer(ROOT / "templates").dockerfile(native)
+
+
+def build_python_stage(text: str) -> list[str]:
+    """The instructions of a Dockerfile's build-python stage."""
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    start = next(i for i, ln in enumerate(lines) if ln.endswith(" AS build-python"))
+    end = next(i for i, ln in enumerate(lines) if ln.endswith(" AS builder"))
+    return lines[start:end]
+
+
+def test_cross_builds_share_one_build_python_stage_per_release(specs: list[mx.BuildSpec]) -> None:
+    """Every arm64 entry of a release (any variant, any profile) has the same build-python stage, so
+    the layer cache compiles that native python once per release; the artifact stage copies it in."""
+    renderer = render.Renderer(ROOT / "templates")
+    stages = {
+        s.key: build_python_stage(renderer.dockerfile(s))
+        for s in specs
+        if s.cross and s.version.startswith("3.14.") and s.distro.name == "trixie"
+    }
+    assert len(stages) == 6  # default, freethreaded and jit, quick and release
+    assert len({tuple(v) for v in stages.values()}) == 1
+    (stage,) = {tuple(v) for v in stages.values()}
+    assert stage[-1] == 'RUN ["/usr/local/sbin/cpforge-build-python", "3.14.7", "arm64"]'
+    text = renderer.dockerfile(next(s for s in specs if s.id == "3.14-freethreaded-trixie-arm64"))
+    after = text[text.index(" AS artifact") :]
+    assert after.splitlines()[1] == "COPY --from=build-python /opt/cpforge-build-python/ /opt/cpforge-build-python/"
+    other = build_python_stage(renderer.dockerfile(next(s for s in specs if s.id == "3.13-default-trixie-arm64")))
+    assert other[-1] == 'RUN ["/usr/local/sbin/cpforge-build-python", "3.13.5", "arm64"]'
 
 
 def test_runtime_dockerfile_reads_the_artifact_from_context(specs: list[mx.BuildSpec]) -> None:
