@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import base as base_images
-from . import render, smoke
+from . import diagnose, render, smoke
 from .engine import Engine, context_tar
 from .errors import CpforgeError, RenderError
 from .lock import Lock, package_drift, packages_in, pinned_pgo_profile
@@ -157,6 +157,7 @@ class Builder:
             res = blank_result(spec, self.ws)
             res.status = "skipped"
             res.problems = ["not built: an earlier entry failed (use --keep-going to build the rest)"]
+            res.reason = res.problems[0]
             self.progress.done(spec.key, False, "skipped (an earlier entry failed)")
             self._record(res)
             return res
@@ -289,11 +290,14 @@ class Builder:
         except CpforgeError as exc:
             res.status = "error"
             res.problems = [str(exc)]
+            if decisive := diagnose.decisive_line_of(logpath):
+                res.problems.insert(0, decisive)
         except Exception as exc:  # noqa: BLE001 - one entry's crash must not hide the others
             res.status = "error"
             res.problems = [f"internal error: {exc!r}"]
             with logpath.open("a", encoding="utf-8") as log:
                 log.write(traceback.format_exc())
+        res.reason = res.problems[0].splitlines()[0] if res.problems else ""
         res.durations["total"] = time.monotonic() - t0
         self._record(res)
         self._announce(spec, res)
@@ -362,6 +366,7 @@ def smoke_only(
         res.smoke_inputs = smoke.inputs_digest(spec, ws.scripts / "smoke.py")
         res.durations["smoke"] = sm.seconds
         res.status = "passed" if sm.passed else "failed"
+        res.reason = sm.problems[0] if sm.problems else ""
         if not sm.passed:
             for tag in spec.tags:
                 if engine.image_id(tag) == image:

@@ -68,6 +68,26 @@ NOTES: dict[tuple[tuple[int, int], str], str] = {
 }
 
 
+# Features a release line introduced that the smoke test runs for real: (first minor, fact, what it proves).
+# scripts/smoke.py reports each fact (None where the release lacks the feature).
+FEATURES: tuple[tuple[tuple[int, int], str, str], ...] = (
+    ((3, 14), "subinterpreters_ok", "PEP 734: concurrent.interpreters runs code in a subinterpreter and closes it"),
+    ((3, 14), "tstring_ok", "PEP 750: a t-string evaluates to a string.templatelib.Template"),
+    ((3, 14), "zstd_ok", "compression.zstd round-trips data"),
+)
+
+
+def features(minor: tuple[int, int]) -> list[tuple[str, str]]:
+    """(fact, description) of every feature release line ``minor`` must prove in its smoke test."""
+    return [(fact, what) for first, fact, what in FEATURES if minor >= first]
+
+
+def minor_tuple(minor: str) -> tuple[int, int]:
+    """'3.14' → (3, 14)."""
+    major, _, rest = minor.partition(".")
+    return int(major), int(rest.split(".")[0])
+
+
 def refusal(minor: tuple[int, int], freethreaded: bool, jit: bool, configure: tuple[str, ...]) -> Refusal | None:
     """The first rule by which release line ``minor`` refuses this variant, if any."""
     return next((r for r in REFUSALS if r.applies(minor, freethreaded, jit, configure)), None)

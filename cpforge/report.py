@@ -31,6 +31,9 @@ class EntryResult:
     runtime_packages: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # Why a failed entry failed, in one line: the build log's decisive line (a `configure: error:`, the
+    # first compiler error, ...) or the first failed smoke fact. Empty for entries that passed.
+    reason: str = ""
     reused: bool = False  # True when nothing changed and the earlier smoke result still holds
     smoke_inputs: str = ""  # sha256 of the smoke script and the expectations it was judged by
     # PGO builds: the profile the build used (path, sha256) and, when it reused a pinned one, its sha256

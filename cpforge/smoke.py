@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import releases
 from .engine import Engine
 from .matrix import BuildSpec
 
@@ -49,6 +50,12 @@ def expectations(spec: BuildSpec) -> list[Expectation]:
             "py_gil_disabled", "sysconfig Py_GIL_DISABLED", lambda v: v == (1 if ft else 0), str(1 if ft else 0)
         ),
         Expectation("gil_enabled", "sys._is_gil_enabled() with PYTHON_GIL unset", lambda v: v is (not ft), str(not ft)),
+        Expectation(
+            "gil_enabled_after_imports",
+            "sys._is_gil_enabled() after importing every extension module shipped (an unsafe one re-enables it)",
+            lambda v: v is (not ft),
+            str(not ft),
+        ),
         Expectation("jit_built", "JIT compiled in", lambda v: v is jit_built, str(jit_built)),
         Expectation("machine", "platform machine", lambda v: v == spec.platform.machine, repr(spec.platform.machine)),
         Expectation(
@@ -110,15 +117,35 @@ def expectations(spec: BuildSpec) -> list[Expectation]:
                 "none",
             )
         )
-    if spec.variant.jit == "yes" and not ft:
-        # A JIT built with `yes` is on by default; free-threaded builds report whatever is true.
-        exp.append(Expectation("jit_enabled", "JIT enabled by default", lambda v: v is True, "True"))
-        exp.append(
-            Expectation("jit_enabled_with_python_jit_0", "JIT off with PYTHON_JIT=0", lambda v: v is False, "False")
-        )
-    if spec.variant.jit == "yes-off":
-        exp.append(Expectation("jit_enabled", "JIT off until PYTHON_JIT=1", lambda v: v is False, "False"))
+    exp += _jit_expectations(spec)
+    exp += [
+        Expectation(fact, what, lambda v: v is True, "True")
+        for fact, what in releases.features(releases.minor_tuple(spec.minor))
+    ]
     return exp
+
+
+def _jit_expectations(spec: BuildSpec) -> list[Expectation]:
+    """A JIT built with `yes` is on by default and runs hot code; PYTHON_JIT=0 turns it off. A
+    free-threaded 3.13 builds the JIT but never runs it: no expectation, the facts say what is true."""
+    if spec.variant.jit == "yes" and not spec.variant.freethreaded:
+        return [
+            Expectation("jit_enabled", "JIT enabled by default", lambda v: v is True, "True"),
+            Expectation("jit_active", "JIT active inside a hot loop", lambda v: v is True, "True"),
+            Expectation("jit_enabled_with_python_jit_0", "JIT off with PYTHON_JIT=0", lambda v: v is False, "False"),
+            Expectation(
+                "jit_active_with_python_jit_0",
+                "JIT inactive in a hot loop with PYTHON_JIT=0",
+                lambda v: v is False,
+                "False",
+            ),
+        ]
+    if spec.variant.jit == "yes-off":
+        return [
+            Expectation("jit_enabled", "JIT off until PYTHON_JIT=1", lambda v: v is False, "False"),
+            Expectation("jit_active", "JIT inactive until PYTHON_JIT=1", lambda v: v is False, "False"),
+        ]
+    return []
 
 
 def inputs_digest(spec: BuildSpec, script: Path) -> str:

@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 if [ "${1:-}" = "--build-python" ]; then
     target=${2:?usage: install-build-deps --build-python TARGET_ARCH}
     if [ "$(dpkg --print-architecture)" = "$target" ]; then
-        echo "cpforge: a ${target} builder builds for ${target} natively: no build python needed"
+        echo "[cpforge-install-build-deps] a ${target} builder builds for ${target} natively: no build python needed"
         exit 0
     fi
     apt-get update
@@ -42,7 +42,7 @@ if [ "$target" = "$native" ]; then
 else
     dpkg --add-architecture "$target"
     packages+=("crossbuild-essential-${target}" "${libs[@]/%/:${target}}")
-    echo "cpforge: cross toolchain ${native} → ${target}"
+    echo "[cpforge-install-build-deps] cross toolchain ${native} → ${target}"
 fi
 if [ -n "$llvm" ]; then
     packages+=("clang-${llvm}" "llvm-${llvm}" python3)

@@ -63,22 +63,70 @@ if jit is not None:
         hot_active()
 facts["tier2_executors"] = executors
 if jit is not None:
-    facts["jit_active"] = any(active)
+    facts["jit_active"] = any(active)  # sys._jit.is_active() read inside the hot loop
 else:
     facts["jit_active"] = bool(facts["jit_built"] and executors)
     facts["jit_enabled"] = bool(facts["jit_built"] and executors)
 print(json.dumps(facts))
 """
 
+# Imports every extension module, then reads the GIL state: a free-threaded interpreter re-enables
+# the GIL when it imports an extension that is not marked free-threading-safe.
 IMPORT_PROBE = r"""
-import importlib, json, sys
+import importlib, json, sys, warnings
+warnings.simplefilter("ignore")
 failed = {}
 for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
     except BaseException as exc:  # noqa: BLE001 - report everything
         failed[name] = f"{type(exc).__name__}: {exc}"
-print(json.dumps(failed))
+gil = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else None
+print(json.dumps({"failed": failed, "gil_enabled": gil}))
+"""
+
+# Features new in 3.14, each run for real; the source parses on 3.13 too (a t-string is compiled from
+# a string), and each fact is None where the release has no such feature.
+FEATURE_PROBE = r"""
+import json, sys
+facts = {}
+
+def fact(name, fn):
+    try:
+        facts[name] = fn()
+    except ImportError:
+        facts[name] = None
+    except BaseException as exc:  # noqa: BLE001 - report everything
+        facts[name] = False
+        facts[name + "_error"] = f"{type(exc).__name__}: {exc}"
+
+def subinterpreter():  # PEP 734
+    from concurrent import interpreters
+    interp = interpreters.create()
+    try:
+        interp.exec("import math; assert math.factorial(5) == 120")  # raises ExecutionFailed otherwise
+        result = interp.call(pow, 2, 10)
+    finally:
+        interp.close()
+    return result == 1024 and interp.id not in {i.id for i in interpreters.list_all()}
+
+def tstring():  # PEP 750
+    if sys.version_info < (3, 14):
+        return None
+    from string.templatelib import Template
+    value = eval(compile('t"cpforge {6 * 7}"', "<smoke>", "eval"))
+    return isinstance(value, Template) and value.strings == ("cpforge ", "") and value.values == (42,)
+
+def zstd():
+    from compression import zstd
+    data = b"cpforge smoke " * 4096
+    packed = zstd.compress(data)
+    return zstd.decompress(packed) == data and len(packed) < len(data) // 10
+
+fact("subinterpreters_ok", subinterpreter)
+fact("tstring_ok", tstring)
+fact("zstd_ok", zstd)
+print(json.dumps(facts))
 """
 
 THREAD_PROBE = r"""
@@ -161,7 +209,15 @@ def main() -> None:
     else:
         facts["jit_error"] = err[-2000:]
     rc, out, err = run([exe, "-c", JIT_PROBE], {**clean_env, "PYTHON_JIT": "0"})
-    facts["jit_enabled_with_python_jit_0"] = json.loads(out).get("jit_enabled") if rc == 0 else None
+    off = json.loads(out) if rc == 0 else {}
+    facts["jit_enabled_with_python_jit_0"] = off.get("jit_enabled")
+    facts["jit_active_with_python_jit_0"] = off.get("jit_active")
+
+    rc, out, err = run([exe, "-W", "error", "-c", FEATURE_PROBE], clean_env)  # an unclosed interpreter warns
+    if rc == 0:
+        facts.update(json.loads(out))
+    else:
+        facts["features_error"] = err[-2000:]
 
     dynload = extension_modules()
     facts["builtin_module_names"] = sorted(sys.builtin_module_names)
@@ -169,7 +225,9 @@ def main() -> None:
     modules = sorted(set(dynload) | set(required))
     facts["extension_modules"] = len(modules)
     rc, out, err = run([exe, "-c", IMPORT_PROBE, *modules], clean_env)
-    facts["failed_imports"] = json.loads(out) if rc == 0 else {"<probe>": err[-2000:]}
+    imported = json.loads(out) if rc == 0 else {"failed": {"<probe>": err[-2000:]}, "gil_enabled": None}
+    facts["failed_imports"] = imported["failed"]
+    facts["gil_enabled_after_imports"] = imported["gil_enabled"]
 
     rc, out, err = run([exe, "-m", "pip", "--version"], clean_env)
     facts["pip_version"] = out.split()[1] if rc == 0 and out.startswith("pip ") else None

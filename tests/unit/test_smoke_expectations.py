@@ -16,7 +16,9 @@ SPECS = {s.id: s for s in mx.load(ROOT / "matrix.yaml").expand("quick")}
 
 
 def facts_for(spec: mx.BuildSpec, **over: Any) -> dict[str, Any]:
+    """What a good image of ``spec`` says about itself (as scripts/smoke.py prints it)."""
     ft = spec.variant.freethreaded
+    new = spec.minor == "3.14"  # None: the release has no such feature
     base: dict[str, Any] = {
         "version": spec.version,
         "version_vv": f"Python {spec.version} (main, Jun 11 2025) [GCC]",
@@ -25,6 +27,12 @@ def facts_for(spec: mx.BuildSpec, **over: Any) -> dict[str, Any]:
         "jit_built": spec.variant.jit != "no",
         "jit_enabled": spec.variant.jit == "yes",
         "jit_enabled_with_python_jit_0": False,
+        "jit_active": spec.variant.jit == "yes" and not ft,
+        "jit_active_with_python_jit_0": False,
+        "gil_enabled_after_imports": not ft,
+        "subinterpreters_ok": True if new else None,
+        "tstring_ok": True if new else None,
+        "zstd_ok": True if new else None,
         "machine": spec.platform.machine,
         "elf_machine": spec.platform.machine,
         "failed_imports": {},
@@ -71,6 +79,42 @@ def test_jit_expectations() -> None:
     ftjit = SPECS["3.13-freethreaded-jit-trixie-amd64"]
     assert smoke.check(ftjit, facts_for(ftjit, jit_enabled=False)) == []
     assert smoke.check(ftjit, facts_for(ftjit, jit_built=False)) != []
+
+
+def test_314_jit_must_be_active_in_a_hot_loop_and_off_with_python_jit_0() -> None:
+    jit = SPECS["3.14-jit-trixie-amd64"]
+    assert smoke.check(jit, facts_for(jit)) == []
+    (problem,) = smoke.check(jit, facts_for(jit, jit_active=False))
+    assert "JIT active inside a hot loop" in problem and "`jit_active`" in problem
+    (problem,) = smoke.check(jit, facts_for(jit, jit_active_with_python_jit_0=True))
+    assert "PYTHON_JIT=0" in problem
+
+
+@pytest.mark.parametrize(
+    ("fact", "words"),
+    [
+        ("subinterpreters_ok", "PEP 734"),
+        ("tstring_ok", "PEP 750"),
+        ("zstd_ok", "compression.zstd round-trips"),
+    ],
+)
+def test_314_features_are_proved_and_each_failure_is_named(fact: str, words: str) -> None:
+    for entry in ("3.14-default-trixie-amd64", "3.14-freethreaded-trixie-arm64", "3.14-jit-trixie-amd64"):
+        spec = SPECS[entry]
+        for bad in (False, None):  # failed, or missing from the image
+            (problem,) = smoke.check(spec, facts_for(spec, **{fact: bad}))
+            assert words in problem and f"`{fact}`" in problem
+    old = SPECS["3.13-default-trixie-amd64"]  # 3.13 has none of them: nothing is required
+    assert smoke.check(old, facts_for(old, **{fact: None})) == []
+
+
+def test_an_extension_that_re_enables_the_gil_fails_a_free_threaded_image() -> None:
+    for entry in ("3.14-freethreaded-trixie-amd64", "3.13-freethreaded-trixie-amd64"):
+        ft = SPECS[entry]
+        (problem,) = smoke.check(ft, facts_for(ft, gil_enabled_after_imports=True))
+        assert "after importing every extension module" in problem
+    default = SPECS["3.14-default-trixie-amd64"]
+    assert smoke.check(default, facts_for(default, gil_enabled_after_imports=False))
 
 
 def test_arch_version_imports_pip() -> None:
