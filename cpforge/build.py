@@ -13,19 +13,22 @@ Order of work for a plan (every check that can refuse happens before anything is
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from . import base as base_images
 from . import diagnose, render, smoke
 from .engine import Engine, context_tar
-from .errors import CpforgeError, RenderError
+from .errors import CpforgeError, Interrupted, RenderError
 from .lock import Lock, package_drift, packages_in, pinned_pgo_profile
 from .matrix import BuildSpec, Platform
 from .progress import Progress, fmt_seconds
@@ -72,9 +75,29 @@ class BuildOptions:
     jobs: int = 1
     keep_going: bool = False
     nocache: bool = False
+    # Rebuild every step of the entry itself but reuse the per-release prerequisites (the base image
+    # and a cross build's build-python stage) from the cache: what `bench build` times.
+    fresh: bool = False
     promote: bool = True  # tag images that passed (False: keep them untagged, e.g. for verify)
     lock: Lock | None = None  # --locked: installed package versions must equal the lock's
     native: bool = False  # compile on the target platform itself (a native arm64 runner), never cross
+
+
+@contextlib.contextmanager
+def interrupts_raise_keyboardinterrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C (KeyboardInterrupt in the main thread) while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def git_revision(root: Path) -> str:
@@ -142,15 +165,45 @@ class Builder:
     # ------------------------------------------------------------------ plan
 
     def run(self, specs: Sequence[BuildSpec]) -> list[EntryResult]:
+        """Build the plan, ``jobs`` entries at a time. The first SIGINT or SIGTERM starts no new entry,
+        cancels the builds and containers under way, tags nothing, records the running entries as
+        `interrupted` and raises Interrupted (exit 130)."""
         self.preflight(specs)
-        results: list[EntryResult] = []
-        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
-            futures: list[tuple[BuildSpec, Future[EntryResult]]] = [
-                (spec, pool.submit(self._guarded, spec)) for spec in specs
-            ]
-            for _spec, fut in futures:
-                results.append(fut.result())
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
+        futures = [(spec, pool.submit(self._guarded, spec)) for spec in specs]
+        try:
+            with interrupts_raise_keyboardinterrupt():
+                results = [fut.result() for _spec, fut in futures]
+        except KeyboardInterrupt:
+            self._stop(pool, [f for _s, f in futures])
+            done = [f.result() for _s, f in futures if f.done() and not f.cancelled()]
+            stopped = [r.key for r in done if r.status == "interrupted"]
+            raise Interrupted(
+                f"interrupted: stopped {', '.join(stopped) or 'nothing'}; {len(done) - len(stopped)} of "
+                f"{len(futures)} entries had finished, {len(futures) - len(done)} never started; "
+                "nothing unproven was tagged",
+                hint="rerun the same command: the steps that finished come from the layer cache",
+            ) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return results
+
+    def _stop(self, pool: ThreadPoolExecutor, futures: list[Future[EntryResult]]) -> None:
+        """Cancel queued entries, end the engine work of running ones, and wait (seconds) for them."""
+        self.progress.say("! interrupted: stopping the builds and containers under way (this takes seconds)")
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._still_stopping) if main else None
+        try:
+            for fut in futures:
+                fut.cancel()
+            self.engine.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+
+    def _still_stopping(self, signum: int, frame: object) -> None:
+        self.progress.say("! still stopping the work under way; please wait")
 
     def _guarded(self, spec: BuildSpec) -> EntryResult:
         if self._failed.is_set() and not self.options.keep_going:
@@ -174,7 +227,9 @@ class Builder:
     # ------------------------------------------------------------------ one entry
 
     def build_one(self, spec: BuildSpec) -> EntryResult:
+        """artifact stage → cpython.tar → runtime image → (locked packages) → smoke → promote."""
         res = blank_result(spec, self.ws)
+        res.builder_platform = self._builder_platform(spec).name
         previous = self.report.entries.get(spec.key)
         logpath = self.ws.log_path(spec)
         logpath.parent.mkdir(parents=True, exist_ok=True)
@@ -182,119 +237,19 @@ class Builder:
         self.progress.start(spec.key, f"building artifact (log: {logpath})")
         try:
             with logpath.open("w", encoding="utf-8") as log:
-                # a. artifact stage
-                t = time.monotonic()
-                fetched = self.sources.ensure(spec.source)
-                files: dict[str, bytes | Path] = {
-                    "Dockerfile": self.renderer.dockerfile(spec).encode(),
-                    **{rel: self.ws.root / rel for rel in render.CONTEXT_SCRIPTS},
-                    f"sources/{spec.source.filename}": fetched.path,
-                }
-                if spec.pgo_profile:
-                    files["pgo/README.md"] = PGO_README
-                    pinned = pinned_pgo_profile(self.ws.root, spec)
-                    if pinned is not None:
-                        files[spec.pgo_profile] = pinned
-                        res.pgo_profile["pinned"] = sha256_file(pinned)
-                ctx = context_tar(files)
-                artifact_image = self.engine.build(
-                    ctx,
-                    target="artifact",
-                    platform=self._builder_platform(spec).name,
-                    buildargs={"BUILDER_ARCH": self._builder_platform(spec).arch},
-                    nocache=self.options.nocache,
-                    log=log,
-                    on_line=self._watch(spec, "artifact"),
-                )
-                res.artifact_image_id = artifact_image
-                res.durations["artifact"] = time.monotonic() - t
-
-                # b. the artifact itself
-                adir = self.ws.artifact_dir(spec)
-                tarball = adir / "cpython.tar"
-                packages = adir / "runtime-packages.txt"
-                reuse = (
-                    previous is not None
-                    and previous.artifact_image_id == artifact_image
-                    and tarball.exists()
-                    and packages.exists()
-                    and previous.artifact.get("sha256") == sha256_file(tarball)
-                )
-                if not reuse:
-                    self.progress.step(spec.key, "copying the artifact out")
-                    self.engine.copy_out(artifact_image, "/artifact/cpython.tar", tarball)
-                    self.engine.copy_out(artifact_image, "/artifact/runtime-packages.txt", packages)
-                res.artifact = {"path": str(tarball), "sha256": sha256_file(tarball), "bytes": tarball.stat().st_size}
-                if spec.pgo:
-                    profile = adir / "pgo-profile.tar.xz"
-                    if not reuse or not profile.exists():
-                        self.engine.copy_out(artifact_image, "/artifact/pgo-profile.tar.xz", profile)
-                    res.pgo_profile.update(path=str(profile), sha256=sha256_file(profile))
-                res.runtime_packages = packages.read_text().split()
-
-                # c. runtime image from the artifact
-                t = time.monotonic()
-                self.progress.step(spec.key, "assembling the runtime image")
-                log.write("\n=== runtime image (from cpython.tar) ===\n")
-                rctx = context_tar(
-                    {"Dockerfile": self.renderer.runtime_dockerfile(spec).encode(), "cpython.tar": tarball}
-                )
-                image = self.engine.build(
-                    rctx,
-                    platform=spec.platform.name,
-                    nocache=self.options.nocache,
-                    log=log,
-                    labels={"org.opencontainers.image.revision": git_revision(self.ws.root)},
-                    on_line=self._watch(spec, "runtime"),
-                )
-                res.image_id = image
-                res.durations["runtime"] = time.monotonic() - t
-
-            # d. locked package versions, smoke, then promote
-            smoke_key = smoke.inputs_digest(spec, self.ws.scripts / "smoke.py")
-            res.smoke_inputs = smoke_key
-            drift = self._package_drift(spec, artifact_image, image)
-            if drift:
-                res.problems = drift
-            elif (
-                previous is not None
-                and previous.passed
-                and previous.image_id == image
-                and previous.smoke_inputs == smoke_key
-                and all(self.engine.image_id(tag) == image for tag in spec.tags)
-            ):
-                res.facts, res.problems, res.reused = previous.facts, [], True
-                res.durations["smoke"] = 0.0
-            else:
-                self.progress.step(spec.key, "smoke test")
-                sm = smoke.run(self.engine, image, spec, self.ws.scripts / "smoke.py", log=logpath)
-                res.facts, res.problems = sm.facts, sm.problems
-                res.durations["smoke"] = sm.seconds
-            if res.problems:
-                res.status = "failed"
-                if self.options.promote:
-                    for tag in spec.tags:  # a tag means "passed": drop any stale one
-                        if self.engine.image_id(tag) is not None:
-                            self.engine.remove_image(tag)
-                # The same bytes may already be a passing image under other tags (layer cache):
-                # only an image nobody else refers to is deleted.
-                if not self.engine.inspect_image(image).get("RepoTags"):
-                    self.engine.remove_image(image)
-                res.image_id = None
-            else:
-                if self.options.promote:
-                    for tag in spec.tags:
-                        self.engine.tag(image, tag)
-                    res.tags = list(spec.tags)
-                res.status = "passed"
+                artifact_image = self._artifact_stage(spec, res, log)
+                tarball = self._take_artifact(spec, res, artifact_image, previous)
+                image = self._runtime_image(spec, res, tarball, log)
+            self._judge(spec, res, artifact_image, image, previous)
+            self._promote_or_discard(spec, res, image)
+        except Interrupted as exc:
+            res.status, res.problems = "interrupted", [str(exc)]
         except CpforgeError as exc:
-            res.status = "error"
-            res.problems = [str(exc)]
+            res.status, res.problems = "error", [str(exc)]
             if decisive := diagnose.decisive_line_of(logpath):
                 res.problems.insert(0, decisive)
         except Exception as exc:  # noqa: BLE001 - one entry's crash must not hide the others
-            res.status = "error"
-            res.problems = [f"internal error: {exc!r}"]
+            res.status, res.problems = "error", [f"internal error: {exc!r}"]
             with logpath.open("a", encoding="utf-8") as log:
                 log.write(traceback.format_exc())
         res.reason = res.problems[0].splitlines()[0] if res.problems else ""
@@ -302,6 +257,144 @@ class Builder:
         self._record(res)
         self._announce(spec, res)
         return res
+
+    def _context(self, spec: BuildSpec, res: EntryResult) -> IO[bytes]:
+        """The artifact build's context: the Dockerfile, the scripts, the verified source, a PGO profile."""
+        files: dict[str, bytes | Path] = {
+            "Dockerfile": self.renderer.dockerfile(spec).encode(),
+            **{rel: self.ws.root / rel for rel in render.CONTEXT_SCRIPTS},
+            f"sources/{spec.source.filename}": self.sources.ensure(spec.source).path,
+        }
+        if spec.pgo_profile:
+            files["pgo/README.md"] = PGO_README
+            pinned = pinned_pgo_profile(self.ws.root, spec)
+            if pinned is not None:
+                files[spec.pgo_profile] = pinned
+                res.pgo_profile["pinned"] = sha256_file(pinned)
+        return context_tar(files)
+
+    def _artifact_stage(self, spec: BuildSpec, res: EntryResult, log: IO[str]) -> str:
+        """Build the Dockerfile's `artifact` stage; its image id."""
+        t = time.monotonic()
+        builder = self._builder_platform(spec)
+        common: dict[str, Any] = {
+            "platform": builder.name,
+            "buildargs": {"BUILDER_ARCH": builder.arch},
+            "nocache": self.options.nocache,
+            "log": log,
+        }
+        cache_from = None
+        if self.options.fresh:
+            # Only the per-release prerequisites may come from the cache: a cross build's build-python
+            # stage. (A non-empty list is needed: an empty one means "the whole local cache".)
+            cache_from = [spec.distro.base_image(builder)]
+            if builder != spec.platform:
+                tp = time.monotonic()
+                self.progress.step(spec.key, "build-python stage (once per release; cached)")
+                prereq = self.engine.build(self._context(spec, res), target="build-python", **common)
+                res.durations["build_python"] = time.monotonic() - tp
+                cache_from.append(prereq)
+        image = self.engine.build(
+            self._context(spec, res),
+            target="artifact",
+            cache_from=cache_from,
+            on_line=self._watch(spec, "artifact"),
+            **common,
+        )
+        res.artifact_image_id = image
+        res.durations["artifact"] = time.monotonic() - t - res.durations.get("build_python", 0.0)
+        return image
+
+    def _take_artifact(
+        self, spec: BuildSpec, res: EntryResult, artifact_image: str, previous: EntryResult | None
+    ) -> Path:
+        """Copy /artifact/cpython.tar (and its package lists, PGO profile) out, unless unchanged."""
+        adir = self.ws.artifact_dir(spec)
+        tarball, packages = adir / "cpython.tar", adir / "runtime-packages.txt"
+        reuse = (
+            previous is not None
+            and previous.artifact_image_id == artifact_image
+            and tarball.exists()
+            and packages.exists()
+            and previous.artifact.get("sha256") == sha256_file(tarball)
+        )
+        if not reuse:
+            self.progress.step(spec.key, "copying the artifact out")
+            self.engine.copy_out(artifact_image, "/artifact/cpython.tar", tarball)
+            self.engine.copy_out(artifact_image, "/artifact/runtime-packages.txt", packages)
+        res.artifact = {"path": str(tarball), "sha256": sha256_file(tarball), "bytes": tarball.stat().st_size}
+        if spec.pgo:
+            profile = adir / "pgo-profile.tar.xz"
+            if not reuse or not profile.exists():
+                self.engine.copy_out(artifact_image, "/artifact/pgo-profile.tar.xz", profile)
+            res.pgo_profile.update(path=str(profile), sha256=sha256_file(profile))
+        res.runtime_packages = packages.read_text().split()
+        return tarball
+
+    def _runtime_image(self, spec: BuildSpec, res: EntryResult, tarball: Path, log: IO[str]) -> str:
+        """The runtime image, assembled from the artifact (untagged)."""
+        t = time.monotonic()
+        self.progress.step(spec.key, "assembling the runtime image")
+        log.write("\n=== runtime image (from cpython.tar) ===\n")
+        ctx = context_tar({"Dockerfile": self.renderer.runtime_dockerfile(spec).encode(), "cpython.tar": tarball})
+        image = self.engine.build(
+            ctx,
+            platform=spec.platform.name,
+            nocache=self.options.nocache,
+            cache_from=[spec.base_image] if self.options.fresh else None,
+            log=log,
+            labels={"org.opencontainers.image.revision": git_revision(self.ws.root)},
+            on_line=self._watch(spec, "runtime"),
+        )
+        res.image_id = image
+        res.durations["runtime"] = time.monotonic() - t
+        return image
+
+    def _judge(
+        self, spec: BuildSpec, res: EntryResult, artifact_image: str, image: str, previous: EntryResult | None
+    ) -> None:
+        """Locked package versions, then the smoke test (or its earlier verdict on the same image)."""
+        smoke_key = smoke.inputs_digest(spec, self.ws.scripts / "smoke.py")
+        res.smoke_inputs = smoke_key
+        drift = self._package_drift(spec, artifact_image, image)
+        if drift:
+            res.problems = drift
+        elif (
+            previous is not None
+            and previous.passed
+            and previous.image_id == image
+            and previous.smoke_inputs == smoke_key
+            and all(self.engine.image_id(tag) == image for tag in spec.tags)
+        ):
+            res.facts, res.problems, res.reused = previous.facts, [], True
+            res.durations["smoke"] = 0.0
+        else:
+            self.progress.step(spec.key, "smoke test")
+            sm = smoke.run(self.engine, image, spec, self.ws.scripts / "smoke.py", log=self.ws.log_path(spec))
+            res.facts, res.problems = sm.facts, sm.problems
+            res.durations["smoke"] = sm.seconds
+
+    def _promote_or_discard(self, spec: BuildSpec, res: EntryResult, image: str) -> None:
+        """Tag an image that passed; untag and delete one that failed (a tag means "passed")."""
+        if self.engine.cancelled:
+            raise Interrupted("interrupted before tagging", hint="rerun the same command")
+        if not res.problems:
+            if self.options.promote:
+                for tag in spec.tags:
+                    self.engine.tag(image, tag)
+                res.tags = list(spec.tags)
+            res.status = "passed"
+            return
+        res.status = "failed"
+        if self.options.promote:
+            for tag in spec.tags:  # drop any stale tag
+                if self.engine.image_id(tag) is not None:
+                    self.engine.remove_image(tag)
+        # The same bytes may already be a passing image under other tags (layer cache): only an image
+        # nobody else refers to is deleted.
+        if not self.engine.inspect_image(image).get("RepoTags"):
+            self.engine.remove_image(image)
+        res.image_id = None
 
     def _builder_platform(self, spec: BuildSpec) -> Platform:
         return spec.platform if self.options.native else spec.build_platform

@@ -9,9 +9,12 @@ tests use no network at all.
 from __future__ import annotations
 
 import io
+import json
 import re
+import socket
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,8 +25,10 @@ from typing import IO, Any
 import docker
 import docker.errors
 import requests
+from docker.utils.json_stream import json_stream
 
-from .errors import BuildError, EngineError
+from .errors import BuildError, EngineError, Interrupted
+from .fsutil import atomic_path
 
 START_HINT = (
     "start it with `sudo dockerd --bridge=none --iptables=false --ip6tables=false &` "
@@ -61,17 +66,57 @@ def context_tar(files: dict[str, bytes | Path]) -> IO[bytes]:
     return buf
 
 
+def _interrupted(what: str) -> Interrupted:
+    return Interrupted(what, hint="rerun: the steps that finished come from the layer cache")
+
+
 def short_ref(ref: str) -> str:
     """An image for messages: an id shortened to sha256:+12 hex digits, a tag as it is."""
     return ref[:19] if ref.startswith("sha256:") else ref
 
 
 class Engine:
-    """A connection to one Docker engine."""
+    """A connection to one Docker engine.
+
+    ``cancel()`` (from any thread: the interrupt handler) ends every build stream and kills every
+    container this object started; the calls waiting on them raise Interrupted, and later calls that
+    would start work raise it at once. The daemon cancels a build whose client went away."""
 
     def __init__(self, api: docker.APIClient, url: str) -> None:
         self.api = api
         self.url = url
+        self._cancelled = threading.Event()
+        self._active_lock = threading.Lock()
+        self._streams: set[Any] = set()  # urllib3 responses of builds under way
+        self._containers: set[str] = set()  # containers started by run() and not yet removed
+
+    # ---------------------------------------------------------------- cancellation
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Stop everything this engine object has under way, and refuse new work."""
+        self._cancelled.set()
+        with self._active_lock:
+            streams, containers = list(self._streams), list(self._containers)
+        for raw in streams:
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the reading thread; the daemon cancels the build
+                except OSError:
+                    pass
+        for cid in containers:
+            try:
+                self.api.kill(cid)
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                pass
+
+    def _check_cancelled(self, what: str) -> None:
+        if self._cancelled.is_set():
+            raise _interrupted(f"interrupted before {what}")
 
     @classmethod
     def connect(cls, url: str | None = None, timeout: int = 600) -> Engine:
@@ -173,64 +218,95 @@ class Engine:
         buildargs: dict[str, str] | None = None,
         tag: str | None = None,
         nocache: bool = False,
+        cache_from: list[str] | None = None,
         log: IO[str],
         on_line: Callable[[str], None] | None = None,
     ) -> str:
-        """Build from a tar context; stream the log to ``log``; return the image id."""
-        image_id: str | None = None
-        last: list[str] = []
-        began = time.monotonic()
+        """Build from a tar context; stream the log to ``log``; return the image id.
+
+        ``cache_from`` names the only images whose layers may serve as cache (the legacy builder then
+        ignores every other cached layer): a fresh build of an entry that still reuses prerequisites."""
+        self._check_cancelled("a build")
+        params: dict[str, Any] = {
+            "dockerfile": dockerfile,
+            "rm": True,
+            "forcerm": True,
+            "networkmode": "host",
+            "pull": False,
+            "nocache": nocache,
+        }
+        optional = {"target": target, "platform": platform, "t": tag}
+        params.update({k: v for k, v in optional.items() if v})
+        for key, value in (("labels", labels), ("buildargs", buildargs), ("cachefrom", cache_from)):
+            if value is not None:
+                params[key] = json.dumps(value)
         try:
-            stream: Iterator[dict[str, Any]] = self.api.build(
-                fileobj=context,
-                custom_context=True,
-                dockerfile=dockerfile,
-                target=target,
-                platform=platform,
-                labels=labels,
-                buildargs=buildargs,
-                tag=tag,
-                nocache=nocache,
-                rm=True,
-                forcerm=True,
-                network_mode="host",
-                pull=False,
-                decode=True,
+            response = self.api.post(
+                f"{self.api.base_url}/v{self.api.api_version}/build",
+                params=params,
+                data=context,
+                headers={"Content-Type": "application/tar"},
+                stream=True,
+                timeout=None,
             )
-            for chunk in stream:
-                if "error" in chunk:
-                    msg = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
-                    log.write(f"ERROR: {msg}\n")
-                    log.flush()
-                    tail = "".join(last[-15:])
-                    raise BuildError(f"docker build failed: {msg}\n--- last lines ---\n{tail}")
-                text = chunk.get("stream") or chunk.get("status") or ""
-                if text:
-                    # Stamp each Dockerfile step with the time since the build began: the log then
-                    # shows where the time went.
-                    log.write(f"[{time.monotonic() - began:7.1f}s] {text}" if text.startswith("Step ") else text)
-                    last.append(text if text.endswith("\n") else text + "\n")
-                    del last[:-40]
-                    if on_line:
-                        for line in text.splitlines():
-                            on_line(line)
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and "ID" in aux:
-                    image_id = str(aux["ID"])
-                m = re.match(r"Successfully built ([0-9a-f]+)", text)
-                if m and image_id is None:
-                    image_id = m.group(1)
-            log.flush()
-        except docker.errors.APIError as exc:
-            raise BuildError(f"the engine refused the build: {exc.explanation}") from None
         except requests.exceptions.ConnectionError:
             raise EngineError("lost the connection to the Docker daemon during a build", hint=START_HINT) from None
-        if image_id is None:
-            raise BuildError("the build stream ended without an image id (see the log)")
+        if response.status_code >= 400:
+            raise BuildError(f"the engine refused the build: {response.text.strip()[:500]}")
+        with self._active_lock:
+            self._streams.add(response.raw)
+        try:
+            image_id = self._read_build(response, log, on_line)
+        except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+            if self._cancelled.is_set():
+                raise _interrupted("the build was interrupted") from None
+            raise EngineError(
+                f"lost the connection to the Docker daemon during a build ({type(exc).__name__})", hint=START_HINT
+            ) from None
+        finally:
+            with self._active_lock:
+                self._streams.discard(response.raw)
+            response.close()
         full = self.image_id(image_id)
         if full is None:
             raise BuildError(f"the engine reported image {image_id} but it does not exist")
         return full
+
+    def _read_build(self, response: requests.Response, log: IO[str], on_line: Callable[[str], None] | None) -> str:
+        """Consume a build's JSON stream into ``log``; the image id, or BuildError with the last lines."""
+        image_id: str | None = None
+        last: list[str] = []
+        began = time.monotonic()
+        for chunk in json_stream(response.iter_content(chunk_size=None, decode_unicode=True)):
+            if "error" in chunk:
+                msg = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
+                log.write(f"ERROR: {msg}\n")
+                log.flush()
+                if self._cancelled.is_set():
+                    raise _interrupted("the build was interrupted")
+                raise BuildError(f"docker build failed: {msg}\n--- last lines ---\n{''.join(last[-15:])}")
+            text = chunk.get("stream") or chunk.get("status") or ""
+            if text:
+                # Each Dockerfile step is stamped with the time since the build began: the log shows where
+                # the time went.
+                log.write(f"[{time.monotonic() - began:7.1f}s] {text}" if text.startswith("Step ") else text)
+                last.append(text if text.endswith("\n") else text + "\n")
+                del last[:-40]
+                if on_line:
+                    for line in text.splitlines():
+                        on_line(line)
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "ID" in aux:
+                image_id = str(aux["ID"])
+            m = re.match(r"Successfully built ([0-9a-f]+)", text)
+            if m and image_id is None:
+                image_id = m.group(1)
+        log.flush()
+        if self._cancelled.is_set():
+            raise _interrupted("the build was interrupted")
+        if image_id is None:
+            raise BuildError("the build stream ended without an image id (see the log)")
+        return image_id
 
     # ---------------------------------------------------------------- containers
 
@@ -263,8 +339,7 @@ class Engine:
             if member is not None and member.isfile():
                 src = tar.extractfile(member)
                 assert src is not None
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with dest.open("wb") as out:
+                with atomic_path(dest) as tmp, tmp.open("wb") as out:  # never a truncated file in place
                     while chunk := src.read(1 << 20):
                         out.write(chunk)
                 return dest
@@ -287,6 +362,7 @@ class Engine:
     ) -> RunResult:
         """Run ``command`` in a fresh container with no network; ``files`` are copied in first.
         ``cpuset`` pins the container to those CPUs (e.g. "1"), as benchmarks want."""
+        self._check_cancelled("running a container")
         host_config = self.api.create_host_config(network_mode="none", cpuset_cpus=cpuset)
         cid = self.api.create_container(
             image,
@@ -296,7 +372,10 @@ class Engine:
             platform=platform,
             network_disabled=True,
         )["Id"]
+        with self._active_lock:
+            self._containers.add(cid)
         try:
+            self._check_cancelled("starting a container")
             if files:
                 ctx = context_tar(dict(files))
                 self.api.put_archive(cid, "/", ctx.read())
@@ -306,8 +385,11 @@ class Engine:
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 self.api.kill(cid)
                 code = 124  # like timeout(1): the logs so far are still returned
+            self._check_cancelled("reading a container's output")  # killed by cancel(): not a result
             out = self.api.logs(cid, stdout=True, stderr=False).decode("utf-8", "replace")
             err = self.api.logs(cid, stdout=False, stderr=True).decode("utf-8", "replace")
             return RunResult(code, out, err)
         finally:
+            with self._active_lock:
+                self._containers.discard(cid)
             self.api.remove_container(cid, force=True)

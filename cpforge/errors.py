@@ -79,3 +79,9 @@ class ReportError(CpforgeError):
     """The build report is missing or unreadable."""
 
     exit_code = 9
+
+
+class Interrupted(CpforgeError):
+    """Interrupted by SIGINT or SIGTERM: nothing unproven was tagged; rerun to continue from the layer cache."""
+
+    exit_code = 130

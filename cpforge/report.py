@@ -21,9 +21,10 @@ class EntryResult:
     version: str
     variant: str
     platform: str
-    status: str = "pending"  # passed | failed | error | pending
+    status: str = "pending"  # passed | failed | error | interrupted | skipped | pending
     image_id: str | None = None
     artifact_image_id: str | None = None
+    builder_platform: str = ""  # the platform the artifact stage ran on (linux/arm64 for --native arm64)
     tags: list[str] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
     log: str | None = None

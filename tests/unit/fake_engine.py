@@ -1,0 +1,118 @@
+"""A fake Docker engine for fast Builder tests: it records what it was asked and never builds anything.
+
+It speaks the same methods the Builder, smoke and base modules use (build, copy_out, run, image_id,
+inspect_image, image_labels, tag, remove_image, cancel), so the build plan's logic (keep-going,
+promotion, --jobs, interrupts) is tested without a daemon. The real engine is tested in
+tests/integration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from cpforge.engine import RunResult, _interrupted
+
+from .test_smoke_expectations import facts_for
+
+
+class FakeEngine:
+    url = "fake://engine"
+
+    def __init__(self, specs: dict[str, Any], *, fail: set[str] = frozenset(), block: set[str] = frozenset()) -> None:
+        self.specs = specs  # entry id → BuildSpec (to answer the smoke probe truthfully)
+        self.fail = set(fail)  # entry ids whose artifact build fails (a configure error in the log)
+        self.block = set(block)  # entry ids whose artifact build runs until cancel()
+        self.tags: dict[str, str] = {s.base_image: "sha256:base" for s in specs.values()}
+        self.tags.update({s.builder_image: "sha256:base" for s in specs.values()})
+        self.images: set[str] = set(self.tags.values())
+        self.calls: list[tuple[str, str]] = []
+        self.running = 0
+        self.max_running = 0
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    # -- cancellation, as cpforge.engine.Engine
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    # -- images
+    def image_id(self, ref: str) -> str | None:
+        return self.tags.get(ref) or (ref if ref in self.images else None)
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        iid = self.image_id(ref)
+        return {"Id": iid, "RepoTags": sorted(t for t, i in self.tags.items() if i == iid and "debian" not in t)}
+
+    def image_labels(self, ref: str) -> dict[str, str]:
+        return {}
+
+    def tag(self, image: str, ref: str) -> None:
+        self.calls.append(("tag", ref))
+        self.tags[ref] = image
+
+    def remove_image(self, ref: str) -> None:
+        self.calls.append(("remove", ref))
+        self.tags.pop(ref, None)
+        self.images.discard(ref)
+
+    # -- builds
+    def build(self, context: IO[bytes], *, target: str | None = None, log: IO[str], **kw: Any) -> str:
+        if self._cancelled.is_set():
+            raise _interrupted("interrupted before a build")
+        dockerfile = tarfile.open(fileobj=context).extractfile("Dockerfile")
+        assert dockerfile is not None
+        text = dockerfile.read().decode()
+        found = re.search(r'^# Entry +(\S+)|io\.cpforge\.entry="([^"]+)"', text, re.M)
+        assert found, text[:300]
+        entry = found.group(1) or found.group(2)
+        self.calls.append(("build", f"{entry}:{target or 'runtime'}"))
+        with self._lock:
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            log.write(f"Step 1/2 : building {entry}\n")
+            if target == "artifact" and entry in self.block:
+                while not self._cancelled.wait(0.05):
+                    pass
+                raise _interrupted("the build was interrupted")
+            time.sleep(0.05)
+            if target == "artifact" and entry in self.fail:
+                log.write("checking for gcc... gcc\nconfigure: error: no acceptable C compiler found in $PATH\n")
+                from cpforge.errors import BuildError
+
+                raise BuildError("docker build failed: The command '/usr/local/sbin/cpforge-build' returned 1")
+        finally:
+            with self._lock:
+                self.running -= 1
+        iid = "sha256:" + hashlib.sha256(f"{entry}:{target}".encode()).hexdigest()
+        self.images.add(iid)
+        return iid
+
+    def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if path.endswith("cpython.tar"):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                info = tarfile.TarInfo("usr/local/bin/python3")
+                info.size = 4
+                tar.addfile(info, io.BytesIO(b"\x7fELF"))
+            dest.write_bytes(buf.getvalue())
+        else:
+            dest.write_text("libc6\n")
+        return dest
+
+    def run(self, image: str, command: list[str], **kw: Any) -> RunResult:
+        entry = next(e for e in self.specs if hashlib.sha256(f"{e}:None".encode()).hexdigest() in image)
+        return RunResult(0, json.dumps(facts_for(self.specs[entry])), "")

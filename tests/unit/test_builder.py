@@ -1,0 +1,128 @@
+"""The build plan's logic with a fake engine: promotion, keep-going, --jobs, interrupts, reasons."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cpforge import matrix as mx
+from cpforge import render
+from cpforge.build import Builder, BuildOptions, Workspace
+from cpforge.errors import Interrupted
+from cpforge.progress import Progress
+from cpforge.report import Report
+from cpforge.sources import Fetched
+
+from .fake_engine import FakeEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = {s.id: s for s in mx.load(ROOT / "matrix.yaml").expand("quick")}
+AMD64 = [SPECS[e] for e in ("3.14-default-trixie-amd64", "3.14-freethreaded-trixie-amd64", "3.14-jit-trixie-amd64")]
+
+
+class FakeSources:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+
+    def ensure(self, source: Any) -> Fetched:
+        path = self.tmp / source.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not really a tarball")
+        return Fetched(source=source, path=path, origin="test")
+
+    def ensure_all(self, sources: Any) -> list[Fetched]:
+        return [self.ensure(s) for s in sources]
+
+
+def builder(tmp_path: Path, engine: FakeEngine, **options: Any) -> Builder:
+    ws = Workspace(root=ROOT, out=tmp_path / "out")
+    report = Report(tmp_path / "out" / "report.json")
+    progress = Progress(total=0, heartbeat=0)
+    return Builder(
+        engine,  # type: ignore[arg-type]
+        ws,
+        render.Renderer(ROOT / "templates"),
+        FakeSources(tmp_path),  # type: ignore[arg-type]
+        report,
+        progress,
+        BuildOptions(**options),
+    )
+
+
+def test_passed_entries_are_tagged_and_recorded(tmp_path: Path) -> None:
+    engine = FakeEngine({s.id: s for s in AMD64})
+    results = builder(tmp_path, engine).run(AMD64)
+    assert [r.status for r in results] == ["passed"] * 3
+    for spec, res in zip(AMD64, results, strict=True):
+        assert all(engine.tags[t] == res.image_id for t in spec.tags)
+        assert res.builder_platform == "linux/amd64" and res.reason == ""
+    saved = Report.load(tmp_path / "out" / "report.json")
+    assert sorted(saved.entries) == sorted(s.key for s in AMD64)
+
+
+def test_a_failed_build_stops_the_rest_unless_keep_going_and_says_why(tmp_path: Path) -> None:
+    ids = {s.id: s for s in AMD64}
+    engine = FakeEngine(ids, fail={"3.14-default-trixie-amd64"})
+    results = builder(tmp_path, engine).run(AMD64)
+    assert [r.status for r in results] == ["error", "skipped", "skipped"]
+    assert results[0].reason == "configure: error: no acceptable C compiler found in $PATH"
+    assert results[0].problems[0] == results[0].reason  # the summary's first line
+    assert "returned 1" in results[0].problems[1]  # docker's own message is kept after it
+    assert not [c for c in engine.calls if c[0] == "tag"]
+
+    engine = FakeEngine(ids, fail={"3.14-default-trixie-amd64"})
+    results = builder(tmp_path / "again", engine, keep_going=True).run(AMD64)
+    assert [r.status for r in results] == ["error", "passed", "passed"]
+
+
+def test_jobs_bound_the_parallel_builds(tmp_path: Path) -> None:
+    engine = FakeEngine({s.id: s for s in AMD64})
+    builder(tmp_path, engine, jobs=2).run(AMD64)
+    assert engine.max_running == 2
+    engine = FakeEngine({s.id: s for s in AMD64})
+    builder(tmp_path / "one", engine, jobs=1).run(AMD64)
+    assert engine.max_running == 1
+
+
+def test_sigint_stops_the_running_entry_starts_no_other_and_tags_nothing(tmp_path: Path) -> None:
+    blocked = "3.14-freethreaded-trixie-amd64"
+    engine = FakeEngine({s.id: s for s in AMD64}, block={blocked})
+    b = builder(tmp_path, engine)
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(Interrupted) as err:
+        b.run(AMD64)
+    timer.cancel()
+    assert err.value.exit_code == 130
+    assert f"stopped {blocked}@quick" in str(err.value) and "1 never started" in str(err.value)
+    saved = Report.load(tmp_path / "out" / "report.json").entries
+    assert saved[f"{blocked}@quick"].status == "interrupted"
+    assert "3.14-jit-trixie-amd64@quick" not in saved  # never started: its earlier entry is left alone
+    assert ("build", "3.14-jit-trixie-amd64:artifact") not in engine.calls
+    assert not [ref for kind, ref in engine.calls if kind == "tag" and blocked in ref]
+
+
+def test_sigterm_is_handled_like_sigint(tmp_path: Path) -> None:
+    engine = FakeEngine({s.id: s for s in AMD64[:1]}, block={AMD64[0].id})
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(Interrupted):
+        builder(tmp_path, engine).run(AMD64[:1])
+    timer.cancel()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored afterwards
+
+
+def test_fresh_builds_reuse_only_the_build_python_stage(tmp_path: Path) -> None:
+    arm = SPECS["3.14-freethreaded-trixie-arm64"]
+    engine = FakeEngine({arm.id: arm})
+    b = builder(tmp_path, engine, fresh=True)
+    res = b.build_one(arm)
+    assert res.passed, res.problems
+    builds = [ref for kind, ref in engine.calls if kind == "build"]
+    assert builds == [f"{arm.id}:build-python", f"{arm.id}:artifact", f"{arm.id}:runtime"]
+    assert "build_python" in res.durations
