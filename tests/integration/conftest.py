@@ -6,8 +6,15 @@ tagged under the `cpforge-test/python` repository so they never clobber a user's
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +27,8 @@ from cpforge.report import EntryResult
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_REPOSITORY = "cpforge-test/python"
-AMD64_313 = "3.13-*-amd64"
+AMD64_314 = "3.14-*-trixie-amd64"  # default, freethreaded, jit (3.14 refuses freethreaded-jit)
+INERT_JIT_313 = "3.13-freethreaded-jit-trixie-amd64"  # 3.13's own difference: a JIT built in that never runs
 
 
 def matrix_text(**replace: str) -> str:
@@ -29,6 +37,20 @@ def matrix_text(**replace: str) -> str:
     for old, new in replace.items():
         text = text.replace(old, new)
     return text
+
+
+def repo_copy(root: Path, matrix: str) -> api.Context:
+    """A copy of the repository (templates, scripts, pgo/, the source cache) whose matrix.yaml is
+    ``matrix``, with its own rendered Dockerfiles: for matrices that change what is built."""
+    for d in ("templates", "scripts"):
+        shutil.copytree(ROOT / d, root / d)
+    (root / "pgo").mkdir()
+    shutil.copy(ROOT / "pgo" / "README.md", root / "pgo" / "README.md")
+    (root / "sources").symlink_to(ROOT / "sources", target_is_directory=True)
+    (root / "matrix.yaml").write_text(matrix)
+    ctx = api.Context.create(root / "matrix.yaml", root=root, out=root / "out")
+    api.render_dockerfiles(ctx)
+    return ctx
 
 
 @pytest.fixture(scope="session")
@@ -53,14 +75,90 @@ def ctx(test_matrix: Path, workdir: Path) -> api.Context:
     return api.Context.create(test_matrix, root=ROOT, out=workdir / "out")
 
 
+INTERRUPTED_ENTRY = "3.14-jit-trixie-amd64"
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """What `invoke build` did when it got SIGINT in the middle of `make`."""
+
+    returncode: int | None
+    seconds_to_exit: float  # from the signal to the process's exit
+    output: str
+    report_entry: dict[str, object]  # the entry as report.json said right after the exit
+    tagged: list[str]  # the entry's tags that exist afterwards
+    build_containers: list[str]  # containers still running the entry's build afterwards
+
+
+def _make_started(log: Path) -> bool:
+    return log.exists() and "] make -j" in log.read_text(errors="replace")
+
+
 @pytest.fixture(scope="session")
-def built_313(ctx: api.Context, engine: Engine) -> Iterator[dict[str, EntryResult]]:
-    """All four 3.13 variants for linux/amd64, quick profile: built, smoke-tested, tagged."""
-    specs = api.plan(ctx, filters=[AMD64_313], profile="quick")
-    assert len(specs) == 4
+def interrupted_build(ctx: api.Context, engine: Engine, test_matrix: Path) -> Interruption:
+    """`invoke build` of the 3.14 jit entry, sent SIGINT (to its process group, as a terminal's Ctrl-C
+    is) once its build is in `make`. Records what happened; tests/integration/test_interrupt.py
+    judges it, and `built_314` then builds the entry again from the layer cache."""
+    (spec,) = api.plan(ctx, filters=[INTERRUPTED_ENTRY], profile="quick")
+    for tag in spec.tags:
+        engine.remove_image(tag)
+    log = ctx.ws.log_path(spec)
+    log.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "invoke", "build", "--filter", spec.id, "--profile", "quick"]
+    cmd += ["--matrix-file", str(test_matrix), "--out", str(ctx.ws.out)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 1800
+    while not _make_started(log) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(2)
+    time.sleep(10)  # well inside make: compilers are running
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+    exited = time.monotonic() - sent
+    entries = json.loads(ctx.report_path.read_text())["entries"] if ctx.report_path.exists() else []
+    entry = next((e for e in entries if e["key"] == spec.key), {})
+    containers = [
+        c["Id"]
+        for c in engine.api.containers(all=True)
+        if "cpforge-build 3.14.7 --enable-experimental-jit" in c["Command"]
+    ]
+    return Interruption(
+        returncode=proc.returncode,
+        seconds_to_exit=exited,
+        output=output,
+        report_entry=entry,
+        tagged=[t for t in spec.tags if engine.image_id(t) is not None],
+        build_containers=containers,
+    )
+
+
+def build(ctx: api.Context, engine: Engine, filters: list[str]) -> list[EntryResult]:
+    specs = api.plan(ctx, filters=filters, profile="quick")
     with Progress(total=len(specs), heartbeat=60) as progress:
-        results = api.build(ctx, engine, specs, BuildOptions(jobs=1, keep_going=True), progress)
+        return api.build(ctx, engine, specs, BuildOptions(jobs=1, keep_going=True), progress)
+
+
+@pytest.fixture(scope="session")
+def built_314(ctx: api.Context, engine: Engine, interrupted_build: object) -> Iterator[dict[str, EntryResult]]:
+    """CPython 3.14 for linux/amd64 on trixie, quick profile: default, freethreaded and jit, built,
+    smoke-tested and tagged. (After `interrupted_build` stopped the jit entry's first build mid-make:
+    this build of it continues from the layer cache.)"""
+    results = build(ctx, engine, [AMD64_314])
+    assert len(results) == 3
     yield {r.variant: r for r in results}
+
+
+@pytest.fixture(scope="session")
+def built_313(ctx: api.Context, engine: Engine) -> EntryResult:
+    """3.13's free-threaded + JIT build: it compiles the JIT in but never runs it."""
+    (result,) = build(ctx, engine, [INERT_JIT_313])
+    return result
 
 
 def image_refs(engine: Engine) -> set[str]:
@@ -72,23 +170,19 @@ def image_refs(engine: Engine) -> set[str]:
     return refs
 
 
-ARM64_ENTRIES = ["3.13-freethreaded-trixie-arm64"]
-BULLSEYE_ENTRY = "3.13-default-bullseye-amd64"
+ARM64_ENTRY = "3.14-freethreaded-trixie-arm64"
+BULLSEYE_ENTRY = "3.14-default-bullseye-amd64"
 
 
 @pytest.fixture(scope="session")
 def built_bullseye(ctx: api.Context, engine: Engine) -> EntryResult:
-    """3.13 default on Debian bullseye (glibc 2.31): the portable build CI runners are provisioned from."""
-    specs = api.plan(ctx, filters=[BULLSEYE_ENTRY], profile="quick")
-    with Progress(total=len(specs), heartbeat=60) as progress:
-        (result,) = api.build(ctx, engine, specs, BuildOptions(jobs=1, keep_going=True), progress)
+    """3.14 default on Debian bullseye (glibc 2.31): the portable build CI runners are provisioned from."""
+    (result,) = build(ctx, engine, [BULLSEYE_ENTRY])
     return result
 
 
 @pytest.fixture(scope="session")
 def built_arm64(ctx: api.Context, engine: Engine) -> dict[str, EntryResult]:
-    """3.13 free-threaded for linux/arm64: cross-compiled on amd64, smoke-tested under QEMU."""
-    specs = api.plan(ctx, filters=ARM64_ENTRIES, profile="quick")
-    with Progress(total=len(specs), heartbeat=60) as progress:
-        results = api.build(ctx, engine, specs, BuildOptions(jobs=1, keep_going=True), progress)
-    return {r.id: r for r in results}
+    """3.14 free-threaded for linux/arm64: cross-compiled on amd64 (its build python from the release's
+    build-python stage), smoke-tested under QEMU."""
+    return {r.id: r for r in build(ctx, engine, [ARM64_ENTRY])}

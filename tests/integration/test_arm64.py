@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tarfile
+from pathlib import Path
+
 import pytest
 
 from cpforge.engine import Engine
@@ -10,22 +13,35 @@ from cpforge.report import EntryResult
 pytestmark = pytest.mark.integration
 
 
+ENTRY = "3.14-freethreaded-trixie-arm64"
+
+
 def test_arm64_entry_passes_the_same_smoke_test(
-    built_arm64: dict[str, EntryResult], built_313: dict[str, EntryResult]
+    built_arm64: dict[str, EntryResult], built_314: dict[str, EntryResult]
 ) -> None:
-    res = built_arm64["3.13-freethreaded-trixie-arm64"]
+    res = built_arm64[ENTRY]
     assert res.status == "passed", (res.problems, res.log)
     f = res.facts
     assert f["machine"] == "aarch64" and f["elf_machine"] == "aarch64"
-    assert f["soabi"] == "cpython-313t-aarch64-linux-gnu"
-    # the same variant facts as on amd64
-    amd = built_313["freethreaded"].facts
-    for key in ("version", "py_gil_disabled", "gil_enabled", "jit_built", "failed_imports", "pyc_files", "threads_ok"):
+    assert f["soabi"] == "cpython-314t-aarch64-linux-gnu"
+    # the same variant facts as on amd64, 3.14's own features included
+    amd = built_314["freethreaded"].facts
+    same = ("version", "py_gil_disabled", "gil_enabled", "gil_enabled_after_imports", "jit_built", "failed_imports")
+    for key in (*same, "pyc_files", "threads_ok", "subinterpreters_ok", "tstring_ok", "zstd_ok"):
         assert f[key] == amd[key], key
 
 
+def test_the_build_python_is_the_release_built_once_in_its_own_stage(built_arm64: dict[str, EntryResult]) -> None:
+    """The cross build ran with a native 3.14.7 from the build-python stage (not Debian's 3.13, and not
+    compiled inside the entry's artifact stage)."""
+    log = Path(built_arm64[ENTRY].log or "").read_text()
+    assert "with build python /opt/cpforge-build-python/bin/python3.14" in log
+    stage = log[log.index("AS build-python") : log.index("AS builder")]
+    assert 'cpforge-build-python", "3.14.7", "arm64"]' in stage
+
+
 def test_arm64_image_metadata_and_binary(engine: Engine, built_arm64: dict[str, EntryResult]) -> None:
-    res = built_arm64["3.13-freethreaded-trixie-arm64"]
+    res = built_arm64[ENTRY]
     assert res.image_id is not None
     info = engine.inspect_image(res.image_id)
     assert info["Architecture"] == "arm64"
@@ -42,12 +58,9 @@ def test_arm64_image_metadata_and_binary(engine: Engine, built_arm64: dict[str, 
 
 
 def test_arm64_artifact_holds_aarch64_code(built_arm64: dict[str, EntryResult]) -> None:
-    import tarfile
-    from pathlib import Path
-
-    res = built_arm64["3.13-freethreaded-trixie-arm64"]
+    res = built_arm64[ENTRY]
     with tarfile.open(Path(res.artifact["path"])) as tar:
-        member = tar.extractfile("usr/local/bin/python3.13t")
+        member = tar.extractfile("usr/local/bin/python3.14t")
         assert member is not None
         head = member.read(20)
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 0xB7

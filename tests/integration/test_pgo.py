@@ -1,12 +1,11 @@
 """The release profile's mechanics, small enough for CI: a PGO build with a shared libpython and a
 static interpreter trains and exports its profile, `invoke lock` pins it, a clean rebuild from the
 pinned profile gives the same bits, `--locked` refuses a changed profile, and a program embedding
-libpython3.13.so runs. (The real release profile trains on the whole test suite with LTO: about
+libpython3.14.so runs. (The real release profile trains on the whole test suite with LTO: about
 30 minutes, run by hand and in `invoke bench speed`.)"""
 
 from __future__ import annotations
 
-import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,10 @@ from cpforge.progress import Progress
 from cpforge.report import EntryResult, Report
 from cpforge.verify import verify
 
-from .conftest import ROOT, matrix_text
+from .conftest import matrix_text, repo_copy
 
 pytestmark = pytest.mark.integration
-ENTRY = "3.13-default-trixie-amd64"
+ENTRY = "3.14-default-trixie-amd64"
 PROFILE = "pgo-ci"
 PROFILE_YAML = f"""  {PROFILE}:                 # the release profile's mechanics with a tiny training task, no LTO
     tag-suffix: -pgo-ci
@@ -40,16 +39,7 @@ PROFILE_YAML = f"""  {PROFILE}:                 # the release profile's mechanic
 @pytest.fixture(scope="module")
 def pgo_ctx(tmp_path_factory: pytest.TempPathFactory) -> api.Context:
     """A copy of the repository whose matrix has the CI profile: lock pins profiles into its pgo/."""
-    root = tmp_path_factory.mktemp("pgo-repo")
-    for d in ("templates", "scripts"):
-        shutil.copytree(ROOT / d, root / d)
-    (root / "pgo").mkdir()
-    shutil.copy(ROOT / "pgo" / "README.md", root / "pgo" / "README.md")
-    (root / "sources").symlink_to(ROOT / "sources", target_is_directory=True)
-    (root / "matrix.yaml").write_text(matrix_text(**{"  release:": PROFILE_YAML}))
-    ctx = api.Context.create(root / "matrix.yaml", root=root, out=root / "out")
-    api.render_dockerfiles(ctx)
-    return ctx
+    return repo_copy(tmp_path_factory.mktemp("pgo-repo"), matrix_text(**{"  release:": PROFILE_YAML}))
 
 
 def _build(ctx: api.Context, engine: Engine, locked: bool = False) -> EntryResult:
@@ -78,7 +68,7 @@ def test_pgo_build_with_static_interpreter_passes_and_exports_its_profile(traine
     assert trained.status == "passed", trained.problems
     assert trained.facts["py_enable_shared"] == 1
     assert trained.facts["libpython_mapped"] == []  # python runs without libpython.so …
-    assert "/usr/local/lib/libpython3.13.so.1.0" in trained.facts["libpython_files"]  # … which is shipped
+    assert "/usr/local/lib/libpython3.14.so.1.0" in trained.facts["libpython_files"]  # … which is shipped
     assert trained.pgo_profile["sha256"] and "pinned" not in trained.pgo_profile
     # builtin-modules: linked in (the smoke test checked sys.builtin_module_names), no .so shipped
     assert {"math", "_json"} <= set(trained.facts["builtin_module_names"])
@@ -143,10 +133,10 @@ def test_a_program_embeds_the_shipped_libpython(engine: Engine, trained: EntryRe
     with (workdir / "embed-gcc.log").open("w") as log:
         image = engine.build(context_tar({"Dockerfile": dockerfile}), log=log)
     script = (
-        "set -e; gcc $(python3.13-config --cflags --embed) /t/embed.c -o /tmp/embed "
-        "$(python3.13-config --ldflags --embed); ldd /tmp/embed | grep libpython; /tmp/embed"
+        "set -e; gcc $(python3.14-config --cflags --embed) /t/embed.c -o /tmp/embed "
+        "$(python3.14-config --ldflags --embed); ldd /tmp/embed | grep libpython; /tmp/embed"
     )
     res = engine.run(image, ["bash", "-c", script], files={"t/embed.c": EMBED_C.encode()})
     assert res.exit_code == 0, res.stdout + res.stderr
-    assert "libpython3.13.so.1.0 => /usr/local/lib/libpython3.13.so.1.0" in res.stdout
-    assert "EMBED-OK [3, 13]" in res.stdout
+    assert "libpython3.14.so.1.0 => /usr/local/lib/libpython3.14.so.1.0" in res.stdout
+    assert "EMBED-OK [3, 14]" in res.stdout

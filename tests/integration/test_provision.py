@@ -21,10 +21,17 @@ from .conftest import ROOT
 pytestmark = pytest.mark.integration
 BASE_URL = "http://127.0.0.1:8999/py"
 ENTRIES = [
-    "3.13-default-trixie-amd64",
-    "3.13-freethreaded-trixie-amd64",
-    "3.13-freethreaded-trixie-arm64",
-    "3.13-default-bullseye-amd64",
+    "3.14-default-trixie-amd64",
+    "3.14-freethreaded-trixie-amd64",
+    "3.14-freethreaded-trixie-arm64",
+    "3.14-default-bullseye-amd64",
+]
+QUERIES = [
+    ["3.14", "x64"],
+    ["3.14", "x64-freethreaded"],
+    ["3.14", "arm64-freethreaded"],
+    ["3.14.7", "x64"],
+    ["3.12", "x64"],
 ]
 
 
@@ -32,7 +39,7 @@ ENTRIES = [
 def provisioned(
     ctx: api.Context,
     engine: Engine,
-    built_313: dict[str, EntryResult],
+    built_314: dict[str, EntryResult],
     built_arm64: dict[str, EntryResult],
     built_bullseye: EntryResult,
     workdir: Path,
@@ -77,7 +84,7 @@ echo ALL-OK
 
 
 @pytest.mark.parametrize(
-    "entry", ["3.13-default-trixie-amd64", "3.13-freethreaded-trixie-amd64", "3.13-default-bullseye-amd64"]
+    "entry", ["3.14-default-trixie-amd64", "3.14-freethreaded-trixie-amd64", "3.14-default-bullseye-amd64"]
 )
 def test_tarball_runs_anywhere_in_a_clean_container(
     engine: Engine, ctx: api.Context, entry: str, provisioned: dict[str, Provisioned]
@@ -99,7 +106,7 @@ def test_tarball_runs_anywhere_in_a_clean_container(
     )
     assert res.exit_code == 0, res.stdout + res.stderr
     assert "ALL-OK" in res.stdout and "venv ok" in res.stdout
-    assert "/opt/moved-again/include/python3.13" in res.stdout  # sysconfig follows the move
+    assert "/opt/moved-again/include/python3.14" in res.stdout  # sysconfig follows the move
     facts_run = engine.run(
         base,
         ["bash", "-c", "d=$(mktemp -d) && tar -xzf /t/p.tgz -C $d && $d/bin/python3 -B /t/smoke.py --modules $MODULES"],
@@ -112,24 +119,24 @@ def test_tarball_runs_anywhere_in_a_clean_container(
 
 
 def test_metadata_and_checksums(provisioned: dict[str, Provisioned], workdir: Path) -> None:
-    ft = provisioned["3.13-freethreaded-trixie-amd64"].metadata
-    assert ft["python_abi_tag"] == "cp313t" and ft["python_exe"] == "bin/python3.13t"
+    ft = provisioned["3.14-freethreaded-trixie-amd64"].metadata
+    assert ft["python_abi_tag"] == "cp314t" and ft["python_exe"] == "bin/python3.14t"
     assert ft["facts"]["gil_enabled"] is False and ft["facts"]["py_gil_disabled"] == 1
-    assert ft["source"]["sha256"] == "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+    assert ft["source"]["sha256"] == "3b48dac8fb59f62eaa67ac83c1eb12bda1b7a08406dd286e252c11a66be27f81"
     assert "libssl.so.3" in ft["bundled_libraries"] and ft["glibc_min"].startswith("2.")
     # Built on bullseye, the tarball needs no newer glibc than Ubuntu 22.04 / Debian 11 have.
-    old = provisioned["3.13-default-bullseye-amd64"].metadata
+    old = provisioned["3.14-default-bullseye-amd64"].metadata
     assert tuple(map(int, old["glibc_min"].split("."))) <= (2, 31) < tuple(map(int, ft["glibc_min"].split(".")))
     sums = (workdir / "dist" / "SHA256SUMS").read_text().splitlines()
     for p in provisioned.values():
         assert f"{p.sha256}  {p.filename}" in sums
-    arm = provisioned["3.13-freethreaded-trixie-arm64"]
-    assert arm.filename == "python-3.13.5-linux-trixie-arm64-freethreaded-quick.tar.gz"
+    arm = provisioned["3.14-freethreaded-trixie-arm64"]
+    assert arm.filename == "python-3.14.7-linux-trixie-arm64-freethreaded-quick.tar.gz"
     assert arm.metadata["target_triple"] == "aarch64-unknown-linux-gnu"
 
 
 def test_arm64_tarball_runs_under_emulation(engine: Engine, provisioned: dict[str, Provisioned]) -> None:
-    p = provisioned["3.13-freethreaded-trixie-arm64"]
+    p = provisioned["3.14-freethreaded-trixie-arm64"]
     res = engine.run(
         "cpforge/debian:trixie-arm64",
         [
@@ -168,6 +175,7 @@ def test_setup_python_tool_cache_resolves_the_manifest(
                 str(tmp_path / "node_modules"),
                 str(manifest),
                 os_version,
+                json.dumps(QUERIES),
             ],
             capture_output=True,
             text=True,
@@ -176,29 +184,29 @@ def test_setup_python_tool_cache_resolves_the_manifest(
         return dict(json.loads(proc.stdout.strip().splitlines()[-1]))  # ::debug:: lines come first
 
     found = resolve("13")
-    assert found["3.13 x64"] == f"{BASE_URL}/python-3.13.5-linux-trixie-x64-quick.tar.gz"
-    assert found["3.13.5 x64"] == found["3.13 x64"]
-    assert found["3.13 x64-freethreaded"] == f"{BASE_URL}/python-3.13.5-linux-trixie-x64-freethreaded-quick.tar.gz"
-    assert found["3.13 arm64-freethreaded"] == f"{BASE_URL}/python-3.13.5-linux-trixie-arm64-freethreaded-quick.tar.gz"
+    assert found["3.14 x64"] == f"{BASE_URL}/python-3.14.7-linux-trixie-x64-quick.tar.gz"
+    assert found["3.14.7 x64"] == found["3.14 x64"]
+    assert found["3.14 x64-freethreaded"] == f"{BASE_URL}/python-3.14.7-linux-trixie-x64-freethreaded-quick.tar.gz"
+    assert found["3.14 arm64-freethreaded"] == f"{BASE_URL}/python-3.14.7-linux-trixie-arm64-freethreaded-quick.tar.gz"
     assert found["3.12 x64"] is None
     # Older runners get the bullseye build (glibc 2.31); a runner whose glibc is older than any
     # tarball of a variant needs gets nothing rather than a broken interpreter.
     old = resolve("22.04")
-    assert old["3.13 x64"] == f"{BASE_URL}/python-3.13.5-linux-bullseye-x64-quick.tar.gz"
-    assert old["3.13 x64-freethreaded"] is None
-    assert resolve("11")["3.13 x64"] == old["3.13 x64"]
+    assert old["3.14 x64"] == f"{BASE_URL}/python-3.14.7-linux-bullseye-x64-quick.tar.gz"
+    assert old["3.14 x64-freethreaded"] is None
+    assert resolve("11")["3.14 x64"] == old["3.14 x64"]
 
 
 def test_unbuilt_or_failed_entry_is_refused(
-    ctx: api.Context, engine: Engine, workdir: Path, built_313: dict[str, EntryResult]
+    ctx: api.Context, engine: Engine, workdir: Path, built_314: dict[str, EntryResult]
 ) -> None:
     report = Report.load(ctx.report_path)
-    report.entries["3.13-jit-trixie-amd64@quick"].status = "failed"
-    specs = api.plan(ctx, filters=["3.13-jit-trixie-amd64", "3.14-default-trixie-amd64"], profile="quick")
+    report.entries["3.14-jit-trixie-amd64@quick"].status = "failed"
+    specs = api.plan(ctx, filters=["3.14-jit-trixie-amd64", "3.13-default-trixie-amd64"], profile="quick")
     with pytest.raises(ProvisionError) as err:
         provision(engine, report, specs, workdir / "refused", BASE_URL)
-    assert "3.13-jit-trixie-amd64@quick: smoke test failed" in str(err.value)
-    assert "3.14-default-trixie-amd64@quick: not built" in str(err.value)
+    assert "3.14-jit-trixie-amd64@quick: smoke test failed" in str(err.value)
+    assert "3.13-default-trixie-amd64@quick: not built" in str(err.value)
     assert not (workdir / "refused").exists()
 
 
@@ -226,7 +234,7 @@ PyMODINIT_FUNC PyInit_cpforge_ext(void) { return PyModule_Create(&def); }
 """
 
 
-@pytest.mark.parametrize("entry", ["3.13-default-bullseye-amd64", "3.13-freethreaded-trixie-amd64"])
+@pytest.mark.parametrize("entry", ["3.14-default-bullseye-amd64", "3.14-freethreaded-trixie-amd64"])
 def test_c_extension_builds_against_the_unpacked_tarball(
     engine: Engine, ctx: api.Context, entry: str, provisioned: dict[str, Provisioned], workdir: Path
 ) -> None:

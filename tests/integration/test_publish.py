@@ -74,20 +74,20 @@ def published(
     ctx: api.Context,
     engine: Engine,
     registry: str,
-    built_313: dict[str, EntryResult],
+    built_314: dict[str, EntryResult],
     built_arm64: dict[str, EntryResult],
     workdir: Path,
 ) -> dict[str, object]:
-    specs = api.plan(ctx, filters=["3.13-freethreaded-trixie-*"], profile="quick")
+    specs = api.plan(ctx, filters=["3.14-freethreaded-trixie-*"], profile="quick")
     first = publish(engine, Report.load(ctx.report_path), specs, f"{registry}/platform", out=workdir / "pub")
     second = publish(engine, Report.load(ctx.report_path), specs, f"{registry}/platform", out=workdir / "pub")
     return {"first": first, "second": second}
 
 
 def test_multi_arch_index_has_both_platforms(
-    registry: str, published: dict[str, object], built_313: dict[str, EntryResult], built_arm64: dict[str, EntryResult]
+    registry: str, published: dict[str, object], built_314: dict[str, EntryResult], built_arm64: dict[str, EntryResult]
 ) -> None:
-    for tag in ("3.13.5-freethreaded-trixie-quick", "3.13-freethreaded-quick", "3.13t-quick"):
+    for tag in ("3.14.7-freethreaded-trixie-quick", "3.14-freethreaded-quick", "3.14t-quick"):
         status, body, _ = manifest(registry, "platform/python", tag)
         assert status == 200 and body["mediaType"] == LIST, tag
         archs = {m["platform"]["architecture"]: m["digest"] for m in body["manifests"]}
@@ -96,7 +96,7 @@ def test_multi_arch_index_has_both_platforms(
             s, m, _ = manifest(registry, "platform/python", digest)
             assert s == 200
             expected = (
-                built_313["freethreaded"] if arch == "amd64" else built_arm64["3.13-freethreaded-trixie-arm64"]
+                built_314["freethreaded"] if arch == "amd64" else built_arm64["3.14-freethreaded-trixie-arm64"]
             ).image_id
             assert m["config"]["digest"] == expected  # the arm64 tag serves the arm64 image
 
@@ -111,11 +111,11 @@ def test_second_publish_is_a_no_op(published: dict[str, object]) -> None:
 def test_pull_by_tag_and_digest_and_run_arm64(
     engine: Engine, registry: str, published: dict[str, object], built_arm64: dict[str, EntryResult]
 ) -> None:
-    ref = f"{registry}/platform/python:3.13.5-freethreaded-trixie-arm64-quick"
+    ref = f"{registry}/platform/python:3.14.7-freethreaded-trixie-arm64-quick"
     engine.remove_image(ref)
     assert engine.pull(ref, "linux/arm64")
-    assert engine.image_id(ref) == built_arm64["3.13-freethreaded-trixie-arm64"].image_id
-    _, _, digest = manifest(registry, "platform/python", "3.13.5-freethreaded-trixie-arm64-quick")
+    assert engine.image_id(ref) == built_arm64["3.14-freethreaded-trixie-arm64"].image_id
+    _, _, digest = manifest(registry, "platform/python", "3.14.7-freethreaded-trixie-arm64-quick")
     by_digest = f"{registry}/platform/python@{digest}"
     assert engine.pull(by_digest, "linux/arm64")
     out = engine.run(
@@ -129,15 +129,15 @@ def test_pull_by_tag_and_digest_and_run_arm64(
 
 def test_sbom_file_and_artifact(registry: str, published: dict[str, object]) -> None:
     first = published["first"]
-    path = Path(first.sboms["3.13-freethreaded-trixie-arm64@quick"])  # type: ignore[attr-defined]
+    path = Path(first.sboms["3.14-freethreaded-trixie-arm64@quick"])  # type: ignore[attr-defined]
     doc = json.loads(path.read_text())
     names = {c["name"] for c in doc["components"]}
     assert {"cpython", "libssl3t64", "libc6"} <= names
     cpython = next(c for c in doc["components"] if c["name"] == "cpython")
-    assert cpython["hashes"][0]["content"] == "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+    assert cpython["hashes"][0]["content"] == "3b48dac8fb59f62eaa67ac83c1eb12bda1b7a08406dd286e252c11a66be27f81"
     assert {c["name"] for c in cpython["components"]} >= {"expat", "HACL*"}
     assert any("arch=arm64" in c.get("purl", "") for c in doc["components"])
-    _, _, digest = manifest(registry, "platform/python", "3.13.5-freethreaded-trixie-arm64-quick")
+    _, _, digest = manifest(registry, "platform/python", "3.14.7-freethreaded-trixie-arm64-quick")
     r = requests.get(
         f"http://{registry}/v2/platform/python/manifests/{digest.replace(':', '-')}.sbom",
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
@@ -147,44 +147,44 @@ def test_sbom_file_and_artifact(registry: str, published: dict[str, object]) -> 
 
 
 def test_failed_entry_is_never_pushed(
-    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_313: dict[str, EntryResult]
+    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_314: dict[str, EntryResult]
 ) -> None:
     report = Report.load(ctx.report_path)
-    key = "3.13-jit-trixie-amd64@quick"
+    key = "3.14-jit-trixie-amd64@quick"
     report.entries[key].status = "failed"
     report.entries[key].problems = ["JIT enabled by default: expected True, got False"]
-    specs = api.plan(ctx, filters=["3.13-jit-trixie-amd64"], profile="quick")
+    specs = api.plan(ctx, filters=["3.14-jit-trixie-amd64"], profile="quick")
     res = publish(engine, report, specs, f"{registry}/failing", out=workdir / "pub-failing")
     assert res.pushed == [] and len(res.skipped) == 1 and "smoke test failed" in res.skipped[0]
-    assert manifest(registry, "failing/python", "3.13.5-jit-trixie-amd64-quick")[0] == 404
+    assert manifest(registry, "failing/python", "3.14.7-jit-trixie-amd64-quick")[0] == 404
 
 
 def test_registry_unreachable_is_a_clear_error(
-    ctx: api.Context, engine: Engine, workdir: Path, built_313: dict[str, EntryResult]
+    ctx: api.Context, engine: Engine, workdir: Path, built_314: dict[str, EntryResult]
 ) -> None:
-    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
     with pytest.raises(RegistryError, match=r"cannot reach the registry at http://127\.0\.0\.1:9"):
         publish(engine, Report.load(ctx.report_path), specs, "127.0.0.1:9/ns", out=workdir / "pub-none")
 
 
 def test_publish_refuses_moving_an_exact_tag_without_force(
-    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_313: dict[str, EntryResult]
+    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_314: dict[str, EntryResult]
 ) -> None:
-    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
     target = f"{registry}/immutable"
     publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-imm")
     # Someone pushes another image under the exact tag; the next publish of our build must refuse.
-    status, body, _ = manifest(registry, "immutable/python", "3.13.5-default-trixie-amd64-quick")
-    other = f"{registry}/immutable/python:3.13.5-default-trixie-amd64-quick"
-    engine.tag(built_313["freethreaded"].image_id or "", other)
+    status, body, _ = manifest(registry, "immutable/python", "3.14.7-default-trixie-amd64-quick")
+    other = f"{registry}/immutable/python:3.14.7-default-trixie-amd64-quick"
+    engine.tag(built_314["freethreaded"].image_id or "", other)
     engine.push(other)
     with pytest.raises(PublishError, match="refusing to move exact tags"):
         publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-imm")
     res = publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-imm", force=True)
-    assert "3.13.5-default-trixie-amd64-quick" in res.pushed
+    assert "3.14.7-default-trixie-amd64-quick" in res.pushed
     assert (
-        manifest(registry, "immutable/python", "3.13.5-default-trixie-amd64-quick")[1]["config"]["digest"]
-        == built_313["default"].image_id
+        manifest(registry, "immutable/python", "3.14.7-default-trixie-amd64-quick")[1]["config"]["digest"]
+        == built_314["default"].image_id
     )
     assert status == 200 and body
 
@@ -218,20 +218,20 @@ def test_credentials_from_docker_config(
     auth_registry: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    built_313: dict[str, EntryResult],
+    built_314: dict[str, EntryResult],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
     monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "bad", auth_registry, "alice", "wrong")))
     with pytest.raises(RegistryError, match="refused the credentials"):
         publish(engine, Report.load(ctx.report_path), specs, f"{auth_registry}/team", out=tmp_path / "o1")
     monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "good", auth_registry, "alice", "s3cret")))
     res = publish(engine, Report.load(ctx.report_path), specs, f"{auth_registry}/team", out=tmp_path / "o2")
-    assert "3.13.5-default-trixie-amd64-quick" in res.pushed
+    assert "3.14.7-default-trixie-amd64-quick" in res.pushed
     out = capsys.readouterr()
     assert "s3cret" not in out.out + out.err
     r = requests.get(
-        f"http://{auth_registry}/v2/team/python/manifests/3.13-quick",
+        f"http://{auth_registry}/v2/team/python/manifests/3.14-quick",
         auth=("alice", "s3cret"),
         headers={"Accept": LIST},
         timeout=10,
@@ -255,24 +255,24 @@ def _blobs_present(registry: str, repo: str, ref: str) -> bool:
 
 
 def test_push_interrupted_halfway_is_retried(
-    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_313: dict[str, EntryResult]
+    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_314: dict[str, EntryResult]
 ) -> None:
-    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
     # The first connection that uploads more than 1 MiB is reset mid-body (a layer is tens of MB).
     with CuttingProxy(registry, cut_after=1 << 20, cuts=1) as proxy:
         res = publish(engine, Report.load(ctx.report_path), specs, f"{proxy.address}/flaky", out=workdir / "pub-f")
         assert proxy.cut == 1  # the fault really happened
-    assert {"3.13.5-default-trixie-amd64-quick", "3.13.5-default-trixie-quick", "3.13-quick"} <= set(res.pushed)
-    assert manifest(registry, "flaky/python", "3.13.5-default-trixie-amd64-quick")[1]["config"]["digest"] == (
-        built_313["default"].image_id
+    assert {"3.14.7-default-trixie-amd64-quick", "3.14.7-default-trixie-quick", "3.14-quick"} <= set(res.pushed)
+    assert manifest(registry, "flaky/python", "3.14.7-default-trixie-amd64-quick")[1]["config"]["digest"] == (
+        built_314["default"].image_id
     )
-    assert _blobs_present(registry, "flaky/python", "3.13.5-default-trixie-quick")
+    assert _blobs_present(registry, "flaky/python", "3.14.7-default-trixie-quick")
 
 
 def test_push_that_keeps_failing_writes_no_index_and_a_rerun_completes(
-    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_313: dict[str, EntryResult]
+    ctx: api.Context, engine: Engine, registry: str, workdir: Path, built_314: dict[str, EntryResult]
 ) -> None:
-    specs = api.plan(ctx, filters=["3.13-default-trixie-amd64"], profile="quick")
+    specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
     with CuttingProxy(registry, cut_after=1 << 20, cuts=None) as proxy:
         target = f"{proxy.address}/broken"
         with pytest.raises(EngineError, match=r"push of .*broken/python:3\.13\.5-default-trixie-amd64-quick failed"):
@@ -280,9 +280,9 @@ def test_push_that_keeps_failing_writes_no_index_and_a_rerun_completes(
             publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-b", push_attempts=1)
         assert proxy.cut >= 1
         # nothing points at what is not there: no arch tag, no index, no moving tag
-        for tag in ("3.13.5-default-trixie-amd64-quick", "3.13.5-default-trixie-quick", "3.13-quick"):
+        for tag in ("3.14.7-default-trixie-amd64-quick", "3.14.7-default-trixie-quick", "3.14-quick"):
             assert manifest(registry, "broken/python", tag)[0] == 404, tag
         proxy.heal()
         res = publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-b")
-    assert {"3.13.5-default-trixie-amd64-quick", "3.13.5-default-trixie-quick", "3.13-quick"} <= set(res.pushed)
-    assert _blobs_present(registry, "broken/python", "3.13.5-default-trixie-quick")
+    assert {"3.14.7-default-trixie-amd64-quick", "3.14.7-default-trixie-quick", "3.14-quick"} <= set(res.pushed)
+    assert _blobs_present(registry, "broken/python", "3.14.7-default-trixie-quick")

@@ -21,26 +21,27 @@ from cpforge.verify import verify
 from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
-ENTRY = "3.13-default-trixie-amd64"
+ENTRY = "3.14-default-trixie-amd64"
 
 
 @pytest.fixture(scope="session")
-def locked(ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]) -> Lock:
+def locked(ctx: api.Context, engine: Engine, built_314: dict[str, EntryResult]) -> Lock:
     specs = api.plan(ctx, filters=[ENTRY], profile="quick")
     assert api.lock(ctx, engine, specs) == ([f"{ENTRY}@quick"], [])
     return Lock.load(ctx.lock_path)
 
 
-def test_lock_pins_inputs_and_package_versions(locked: Lock, built_313: dict[str, EntryResult]) -> None:
+def test_lock_pins_inputs_and_package_versions(locked: Lock, built_314: dict[str, EntryResult]) -> None:
     entry = locked.entries[f"{ENTRY}@quick"]
-    assert entry["inputs"]["source_sha256"] == "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+    assert entry["inputs"]["source_sha256"] == "3b48dac8fb59f62eaa67ac83c1eb12bda1b7a08406dd286e252c11a66be27f81"
     assert set(entry["inputs"]["scripts"]) == {
         "scripts/build-cpython.sh",
+        "scripts/build-python.sh",
         "scripts/install-build-deps.sh",
         "scripts/smoke.py",
     }
     assert "gcc" in entry["builder_packages"] and "libssl3t64:amd64" in entry["runtime_packages"]
-    assert entry["artifact_sha256"] == built_313["default"].artifact["sha256"]
+    assert entry["artifact_sha256"] == built_314["default"].artifact["sha256"]
     assert locked.bases["cpforge/debian:trixie-amd64"]["image_id"].startswith("sha256:")
     text = locked.path.read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # deterministic
@@ -101,7 +102,7 @@ def test_locked_refuses_a_changed_package_version_via_cli(tmp_path: Path, ctx: a
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult]) -> None:
+def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_314: dict[str, EntryResult]) -> None:
     specs = api.plan(ctx, filters=[ENTRY], profile="quick")
     with Progress(total=1, heartbeat=60) as progress:
         (res,) = verify(ctx, engine, specs, progress)
@@ -110,4 +111,4 @@ def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_3
     assert res.layers_same, res.differences
     assert res.reproducible
     # the tagged image was not touched by the rebuild
-    assert engine.image_id(built_313["default"].tags[0]) == built_313["default"].image_id
+    assert engine.image_id(built_314["default"].tags[0]) == built_314["default"].image_id

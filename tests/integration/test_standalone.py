@@ -18,8 +18,8 @@ from cpforge.report import EntryResult
 from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
-ENTRY = "3.13-default-trixie-amd64"
-TAG = "cpforge-test/standalone:3.13-default-trixie-amd64-quick"
+ENTRY = "3.14-default-trixie-amd64"
+TAG = "cpforge-test/standalone:3.14-default-trixie-amd64-quick"
 
 
 def _docker_build(dockerfile: str, log: Path) -> None:
@@ -34,10 +34,10 @@ def _docker_build(dockerfile: str, log: Path) -> None:
 
 
 def test_the_committed_dockerfile_builds_alone_passes_smoke_and_rebuilds_to_the_same_layers(
-    ctx: api.Context, engine: Engine, built_313: dict[str, EntryResult], workdir: Path
+    ctx: api.Context, engine: Engine, built_314: dict[str, EntryResult], workdir: Path
 ) -> None:
     # cpforge built this entry first, so the builder and artifact stages come from the layer cache
-    assert built_313["default"].passed
+    assert built_314["default"].passed
     (spec,) = api.plan(ctx, filters=[ENTRY], profile="quick")
     dockerfile = f"dockerfiles/{ENTRY}/Dockerfile.quick"
     log = workdir / "standalone.log"
@@ -46,7 +46,7 @@ def test_the_committed_dockerfile_builds_alone_passes_smoke_and_rebuilds_to_the_
     first = engine.inspect_image(TAG)
     result = smoke.run(engine, TAG, spec, ROOT / "scripts" / "smoke.py", log=workdir / "standalone-smoke.log")
     assert result.problems == [], result.problems
-    assert result.facts["version"] == "3.13.5"
+    assert result.facts["version"] == "3.14.7"
 
     # Removing the image removes its runtime-stage layers (the artifact stage stays cached), so the
     # second build runs the runtime stage again, later: its layers must not depend on when.
