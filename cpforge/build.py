@@ -274,7 +274,7 @@ class Builder:
         return context_tar(files)
 
     def _artifact_stage(self, spec: BuildSpec, res: EntryResult, log: IO[str]) -> str:
-        """Build the Dockerfile's `artifact` stage; its image id."""
+        """Build the Dockerfile's `artifact` stage (after a cross build's build-python stage); its image id."""
         t = time.monotonic()
         builder = self._builder_platform(spec)
         common: dict[str, Any] = {
@@ -283,27 +283,45 @@ class Builder:
             "nocache": self.options.nocache,
             "log": log,
         }
-        cache_from = None
-        if self.options.fresh:
-            # Only the per-release prerequisites may come from the cache: a cross build's build-python
-            # stage. (A non-empty list is needed: an empty one means "the whole local cache".)
-            cache_from = [spec.distro.base_image(builder)]
-            if builder != spec.platform:
-                tp = time.monotonic()
-                self.progress.step(spec.key, "build-python stage (once per release; cached)")
-                prereq = self.engine.build(self._context(spec, res), target="build-python", **common)
-                res.durations["build_python"] = time.monotonic() - tp
-                cache_from.append(prereq)
+        prereqs: list[str] = []
+        if spec.cross:
+            # Built on its own first (a cache hit after the release's first cross build): its id names
+            # it as a cache source below, since the artifact stage only copies from it.
+            self.progress.step(spec.key, "build-python stage (one per release, shared by its cross builds)")
+            res.build_python_image_id = self.engine.build(self._context(spec, res), target="build-python", **common)
+            res.durations["build_python"] = time.monotonic() - t
+            prereqs.append(res.build_python_image_id)
         image = self.engine.build(
             self._context(spec, res),
             target="artifact",
-            cache_from=cache_from,
+            cache_from=self._cache_from(spec, prereqs),
             on_line=self._watch(spec, "artifact"),
             **common,
         )
         res.artifact_image_id = image
         res.durations["artifact"] = time.monotonic() - t - res.durations.get("build_python", 0.0)
         return image
+
+    def _cache_from(self, spec: BuildSpec, prereqs: list[str]) -> list[str] | None:
+        """The images whose layers may serve as cache; None: any local layer.
+
+        Engine 20.10's legacy builder takes the newest matching layer as the cache parent, so a chain
+        left by a no-cache or fresh build (verify, bench) would send later builds down a path that
+        lacks their next step, and they would recompile. Naming the chains of the builds this report
+        records (and the prerequisites) keeps them on those. A fresh build names only its
+        prerequisites and its builder's base: every step of the entry itself is rebuilt."""
+        if self.options.nocache:
+            return None
+        if self.options.fresh:
+            return [spec.distro.base_image(self._builder_platform(spec)), *prereqs]
+        with self._report_lock:
+            recorded = {
+                i
+                for r in self.report.entries.values()
+                for i in (r.artifact_image_id, r.image_id, r.build_python_image_id)
+            }
+        known = sorted(i for i in recorded if i and self.engine.image_id(i) is not None)
+        return [*known, *prereqs] if known else None
 
     def _take_artifact(
         self, spec: BuildSpec, res: EntryResult, artifact_image: str, previous: EntryResult | None
@@ -341,7 +359,7 @@ class Builder:
             ctx,
             platform=spec.platform.name,
             nocache=self.options.nocache,
-            cache_from=[spec.base_image] if self.options.fresh else None,
+            cache_from=[spec.base_image] if self.options.fresh else self._cache_from(spec, []),
             log=log,
             labels={"org.opencontainers.image.revision": git_revision(self.ws.root)},
             on_line=self._watch(spec, "runtime"),

@@ -24,6 +24,7 @@ class EntryResult:
     status: str = "pending"  # passed | failed | error | interrupted | skipped | pending
     image_id: str | None = None
     artifact_image_id: str | None = None
+    build_python_image_id: str | None = None  # a cross build's build-python stage (shared per release)
     builder_platform: str = ""  # the platform the artifact stage ran on (linux/arm64 for --native arm64)
     tags: list[str] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)

@@ -12,9 +12,10 @@ import pytest
 
 from cpforge import api
 from cpforge.build import BuildOptions
-from cpforge.engine import Engine
+from cpforge.engine import Engine, context_tar
 from cpforge.lock import Lock, LockError
 from cpforge.progress import Progress
+from cpforge.render import CONTEXT_SCRIPTS
 from cpforge.report import EntryResult
 from cpforge.verify import verify
 
@@ -112,3 +113,27 @@ def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_3
     assert res.reproducible
     # the tagged image was not touched by the rebuild
     assert engine.image_id(built_314["default"].tags[0]) == built_314["default"].image_id
+
+
+def test_a_competing_no_cache_chain_does_not_make_the_next_build_recompile(
+    ctx: api.Context, engine: Engine, built_314: dict[str, EntryResult], workdir: Path
+) -> None:
+    """Engine 20.10's legacy builder takes the newest matching layer as the cache parent. A no-cache
+    build of the jit entry's builder stage (what verify and bench leave behind) makes a newer chain for
+    the same steps; a no-change build of the entry must still follow its own recorded chain."""
+    (spec,) = api.plan(ctx, filters=["3.14-jit-trixie-amd64"], profile="quick")
+    files = {"Dockerfile": ctx.renderer.dockerfile(spec).encode()}
+    files.update({rel: ROOT / rel for rel in CONTEXT_SCRIPTS})
+    files[f"sources/{spec.source.filename}"] = ROOT / "sources" / spec.source.filename
+    with (workdir / "competing-chain.log").open("w") as log:
+        competing = engine.build(context_tar(files), target="builder", nocache=True, log=log)
+    try:
+        with Progress(total=1, heartbeat=0) as progress:
+            (again,) = api.build(ctx, engine, [spec], BuildOptions(), progress)
+        assert again.passed and again.reused, again.problems
+        assert again.artifact_image_id == built_314["jit"].artifact_image_id
+        text = Path(again.log or "").read_text()
+        step = text.index('RUN ["/usr/local/sbin/cpforge-build", "3.14.7"')
+        assert text[step:].splitlines()[1].strip() == "---> Using cache"  # not a recompile
+    finally:
+        engine.remove_image(competing)

@@ -126,3 +126,17 @@ def test_fresh_builds_reuse_only_the_build_python_stage(tmp_path: Path) -> None:
     builds = [ref for kind, ref in engine.calls if kind == "build"]
     assert builds == [f"{arm.id}:build-python", f"{arm.id}:artifact", f"{arm.id}:runtime"]
     assert "build_python" in res.durations
+
+
+def test_cache_sources_are_the_recorded_chains_so_a_stray_chain_cannot_displace_them(tmp_path: Path) -> None:
+    spec = AMD64[0]
+    engine = FakeEngine({s.id: s for s in AMD64})
+    b = builder(tmp_path, engine)
+    assert b._cache_from(spec, []) is None  # nothing recorded yet: any local layer
+    b.run(AMD64[:2])
+    recorded = {i for r in b.report.entries.values() for i in (r.artifact_image_id, r.image_id) if i}
+    assert set(b._cache_from(spec, []) or []) == recorded
+    assert b._cache_from(spec, ["sha256:prereq"])[-1] == "sha256:prereq"  # type: ignore[index]
+    fresh = builder(tmp_path / "fresh", engine, fresh=True)
+    assert fresh._cache_from(spec, ["sha256:prereq"]) == [spec.base_image, "sha256:prereq"]
+    assert builder(tmp_path / "nc", engine, nocache=True)._cache_from(spec, []) is None
