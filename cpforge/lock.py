@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Engine, short_ref
-from .errors import CpforgeError
+from .errors import LockError as LockError
 from .matrix import BuildSpec
 from .render import CONTEXT_SCRIPTS, Renderer
 from .report import Report
@@ -30,12 +30,6 @@ from .report import Report
 SCHEMA = 1
 SCRIPTS = (*CONTEXT_SCRIPTS, "scripts/smoke.py")
 DPKG_QUERY = ["dpkg-query", "-W", "-f", "${binary:Package}=${Version}\\n"]
-
-
-class LockError(CpforgeError):
-    """The lock is missing, stale, or pins something that is not what will be built."""
-
-    exit_code = 10
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -33,7 +33,8 @@ from elftools.elf.gnuversions import GNUVerNeedSection
 
 from . import tools
 from .engine import Engine
-from .errors import BuildError, CpforgeError
+from .errors import BuildError
+from .errors import ProvisionError as ProvisionError
 from .matrix import BuildSpec
 from .report import Report
 
@@ -75,10 +76,6 @@ rm -rf "$dest" && mkdir -p "$dest"
 touch "${dest}.complete"
 echo "cpforge: installed Python ${version} (${arch}) into ${dest}"
 """
-
-
-class ProvisionError(CpforgeError):
-    exit_code = 13
 
 
 @dataclass

@@ -23,17 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Engine
-from .errors import CpforgeError
+from .errors import PublishError as PublishError
 from .matrix import BuildSpec
 from .registry import MANIFEST_LIST_V2, OCI_MANIFEST, Registry, RegistryError, credentials_for, parse_reference
 from .report import Report
 
 SBOM_TYPE = "application/vnd.cyclonedx+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
-
-
-class PublishError(CpforgeError):
-    exit_code = 12
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from .errors import CpforgeError
+from .errors import RegistryError as RegistryError
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_LIST_V2 = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -27,10 +27,6 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ACCEPT = ", ".join((MANIFEST_V2, MANIFEST_LIST_V2, OCI_MANIFEST, OCI_INDEX))
 RETRIES = 3
-
-
-class RegistryError(CpforgeError):
-    exit_code = 12
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Engine, context_tar, short_ref
-from .errors import CpforgeError
+from .errors import BenchError as BenchError
 from .matrix import Matrix
 from .report import Report
 
@@ -73,12 +73,6 @@ SUITES: dict[str, tuple[str, ...]] = {
 SUITE_TIMEOUT = 1800
 # The interpreters whose instructions `bench speed` counts (the JIT's would need its own baseline).
 COUNTED = ("debian", "ours-release", "ours-quick")
-
-
-class BenchError(CpforgeError):
-    """A benchmark could not run."""
-
-    exit_code = 14
 
 
 @dataclass

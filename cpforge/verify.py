@@ -21,16 +21,12 @@ from typing import IO, Any
 from . import api
 from .build import Builder, BuildOptions, Workspace
 from .engine import Engine
-from .errors import CpforgeError
+from .errors import VerifyError as VerifyError
 from .lock import pinned_pgo_profile
 from .matrix import BuildSpec
 from .progress import Progress
 from .report import Report
 from .sources import sha256_file
-
-
-class VerifyError(CpforgeError):
-    exit_code = 11
 
 
 @dataclass
