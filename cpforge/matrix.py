@@ -7,15 +7,16 @@ interpolated into a shell unchecked.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 
@@ -29,17 +30,28 @@ JIT_MODES: tuple[str, ...] = ("no", "yes", "yes-off", "interpreter")
 FLAG_RE = re.compile(r"^--[a-z0-9][a-z0-9-]*(=[A-Za-z0-9._,+/:@%=-]*)?$")
 VERSION_RE = re.compile(r"^(3)\.(\d+)\.(\d+)((a|b|rc)\d+)?$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_ANY_CASE_RE = re.compile(r"^[0-9a-fA-F]{64}$")  # as written in matrix.yaml (cpforge lower-cases it)
+DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+LLVM_RE = re.compile(r"^[0-9]+$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 REPO_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
 MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 URL_RE = re.compile(r"^(https?|file)://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$")
 DEBIAN_PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+# A source mirror: a local directory, a URL with python.org's layout, or debian+URL of a Debian mirror.
+MIRROR_RE = re.compile(r"^(/|\.\.?/)|^(debian\+)?" + URL_RE.pattern.removeprefix("^"))
+# A base image to pull: NAME[:TAG], optionally pinned by digest (NAME[:TAG]@sha256:<64 hex>).
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+PULL_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
+TAG_SUFFIX_RE = re.compile(r"^[a-z0-9._-]*$")
+NULL_TAG = "tag:yaml.org,2002:null"
 
 # platform -> (docker arch, uname machine, GNU triplet, ELF e_machine name)
 KNOWN_PLATFORMS: dict[str, tuple[str, str, str]] = {
     "linux/amd64": ("amd64", "x86_64", "x86_64-linux-gnu"),
     "linux/arm64": ("arm64", "aarch64", "aarch64-linux-gnu"),
 }
+PLATFORM_NAMES: tuple[str, ...] = tuple(KNOWN_PLATFORMS)
 
 # Flags that cpforge derives itself from typed fields; writing them by hand would let the
 # expectation (derived from the typed field) disagree with the build.
@@ -132,6 +144,9 @@ class Platform:
     @property
     def triplet(self) -> str:
         return KNOWN_PLATFORMS[self.name][2]
+
+
+DEFAULT_BUILD_PLATFORM = Platform(name="linux/amd64")  # where compilers run unless `build-platform:` says otherwise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,6 +289,23 @@ class BuildSpec:
         return hashlib.sha256(shape.encode()).hexdigest()[:12]
 
 
+def _entries(
+    versions: Sequence[PythonVersion],
+    variants: Sequence[Variant],
+    distros: Sequence[Distro],
+    platforms: Sequence[Platform],
+    exclude: Sequence[str],
+) -> Iterator[tuple[str, PythonVersion, Variant, Distro, Platform]]:
+    """Every entry of a matrix that `exclude` leaves, in matrix order, with its id: minor-variant-distro-arch."""
+    for ver in versions:
+        for var in variants:
+            for dist in distros:
+                for plat in platforms:
+                    eid = f"{ver.minor}-{var.name}-{dist.name}-{plat.arch}"
+                    if not any(fnmatch.fnmatchcase(eid, pat) for pat in exclude):
+                        yield eid, ver, var, dist, plat
+
+
 @dataclass(frozen=True, kw_only=True)
 class Matrix:
     path: str
@@ -288,7 +320,7 @@ class Matrix:
     mirrors: tuple[str, ...]
     cache_dir: str
     smoke_modules: tuple[str, ...]
-    build_platform: Platform = Platform(name="linux/amd64")
+    build_platform: Platform = DEFAULT_BUILD_PLATFORM
     exclude: tuple[str, ...] = ()
 
     def profile(self, name: str) -> Profile:
@@ -304,31 +336,26 @@ class Matrix:
         """Every entry of the matrix, for one profile (default: the matrix's default profile)."""
         prof = self.profile(profile or self.default_profile)
         specs: list[BuildSpec] = []
-        for ver in self.versions:
-            for var in self.variants:
-                for dist in self.distros:
-                    for plat in self.platforms:
-                        eid = f"{ver.minor}-{var.name}-{dist.name}-{plat.arch}"
-                        if any(fnmatch.fnmatchcase(eid, pat) for pat in self.exclude):
-                            continue
-                        specs.append(
-                            BuildSpec(
-                                id=eid,
-                                version=ver.version,
-                                minor=ver.minor,
-                                variant=var,
-                                platform=plat,
-                                distro=dist,
-                                profile=prof,
-                                llvm=ver.llvm,
-                                source=Source(version=ver.version, sha256=ver.sha256, signer=ver.signer),
-                                epoch=ver.epoch,
-                                base_image=dist.base_image(plat),
-                                build_platform=self.build_platform,
-                                repository=self.repository,
-                                smoke_modules=(*self.smoke_modules, *ver.modules),
-                            )
-                        )
+        entries = _entries(self.versions, self.variants, self.distros, self.platforms, self.exclude)
+        for eid, ver, var, dist, plat in entries:
+            specs.append(
+                BuildSpec(
+                    id=eid,
+                    version=ver.version,
+                    minor=ver.minor,
+                    variant=var,
+                    platform=plat,
+                    distro=dist,
+                    profile=prof,
+                    llvm=ver.llvm,
+                    source=Source(version=ver.version, sha256=ver.sha256, signer=ver.signer),
+                    epoch=ver.epoch,
+                    base_image=dist.base_image(plat),
+                    build_platform=self.build_platform,
+                    repository=self.repository,
+                    smoke_modules=(*self.smoke_modules, *ver.modules),
+                )
+            )
         return specs
 
     def expand_all(self) -> list[BuildSpec]:
@@ -365,6 +392,64 @@ def select(
 
 
 # --------------------------------------------------------------------------------------------
+# The keys of matrix.yaml: one table per mapping
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Key:
+    """One key of a mapping in matrix.yaml.
+
+    These tables are the one place that says which keys each mapping has: the loader accepts exactly
+    these (an unknown key is an error naming its line and the closest key), requires the required
+    ones, and tests/unit/test_schema.py checks that schema/matrix.schema.json describes the same
+    keys, the same required ones, and the same patterns, enums and name patterns."""
+
+    name: str
+    required: bool = False
+    pattern: re.Pattern[str] | None = None  # what the value (or each item of its list) must match
+    enum: tuple[str, ...] = ()  # the values it (or each item of its list) may take
+    keys: tuple[Key, ...] = ()  # the keys of the mapping it holds (itself, each item, or each name's)
+    names: re.Pattern[str] | None = None  # a mapping of name → options: what each name must match
+
+
+SIGNER_KEYS = (Key(name="identity", required=True), Key(name="issuer", required=True))
+VERSION_KEYS = (
+    Key(name="version", required=True, pattern=VERSION_RE),
+    Key(name="sha256", required=True, pattern=SHA256_ANY_CASE_RE),
+    Key(name="released", required=True, pattern=DATE_RE),
+    Key(name="llvm", required=True, pattern=LLVM_RE),
+    Key(name="signer", keys=SIGNER_KEYS),
+    Key(name="modules", pattern=MODULE_RE),
+)
+VARIANT_KEYS = (
+    Key(name="freethreaded"),
+    Key(name="jit", enum=JIT_MODES),
+    Key(name="configure", pattern=FLAG_RE),
+)
+DISTRO_KEYS = (
+    Key(name="suite", required=True, pattern=NAME_RE),
+    Key(name="mirror", pattern=URL_RE),
+    Key(name="pull", pattern=PULL_RE),
+    Key(name="opt-in"),
+)
+PROFILE_KEYS = (
+    Key(name="configure", pattern=FLAG_RE),
+    Key(name="tag-suffix", pattern=TAG_SUFFIX_RE),
+    Key(name="shared"),
+    Key(name="static-interpreter"),
+    Key(name="frame-pointers"),
+    Key(name="cflags-nodist", pattern=CC_FLAG_RE),
+    Key(name="ldflags-nodist", pattern=CC_FLAG_RE),
+    Key(name="pgo-task", pattern=PGO_TASK_RE),
+    Key(name="builtin-modules", pattern=MODULE_NAME_RE),
+)
+SOURCES_KEYS = (Key(name="mirrors", pattern=MIRROR_RE), Key(name="cache"))
+SMOKE_KEYS = (Key(name="modules", pattern=MODULE_RE),)
+DEFAULT_KEYS = (Key(name="entry"), Key(name="profile"))
+
+
+# --------------------------------------------------------------------------------------------
 # Loading with line numbers
 # --------------------------------------------------------------------------------------------
 
@@ -376,6 +461,29 @@ class _Ctx:
     def fail(self, node: yaml.Node | None, message: str, hint: str | None = None) -> MatrixError:
         line = node.start_mark.line + 1 if node is not None else None
         return MatrixError(message, path=self.path, line=line, hint=hint)
+
+
+@dataclass
+class _Draft:
+    """What the section loaders have read so far (mutable while loading; the frozen Matrix is built
+    from it once every section is read). Each field starts as the default of its optional key."""
+
+    repository: str = "cpforge/python"
+    versions: list[PythonVersion] = field(default_factory=list)
+    version_nodes: dict[str, tuple[yaml.Node, yaml.Node]] = field(default_factory=dict)  # its version:, llvm:
+    variants: list[Variant] = field(default_factory=list)
+    variant_nodes: dict[str, yaml.Node] = field(default_factory=dict)
+    platforms: tuple[Platform, ...] = ()
+    build_platform: Platform = DEFAULT_BUILD_PLATFORM
+    distros: list[Distro] = field(default_factory=list)
+    profiles: list[Profile] = field(default_factory=list)
+    mirrors: tuple[str, ...] = ("https://www.python.org/ftp/python",)
+    cache_dir: str = "sources"
+    smoke_modules: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    default_entry: str = ""
+    default_node: yaml.Node | None = None
+    default_profile: str = ""  # "": the first profile
 
 
 def _scalar(ctx: _Ctx, node: yaml.Node, what: str) -> str:
@@ -392,11 +500,16 @@ def _kind(node: yaml.Node) -> str:
     return "value"
 
 
-def _mapping(
-    ctx: _Ctx, node: yaml.Node, what: str, allowed: Sequence[str], required: Sequence[str] = ()
-) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+def _is_null(node: yaml.Node) -> bool:
+    """`name:` with nothing after it (or ~ or null): a variant or profile with no options."""
+    return isinstance(node, yaml.ScalarNode) and (node.tag == NULL_TAG or node.value in ("", "~", "null"))
+
+
+def _mapping(ctx: _Ctx, node: yaml.Node, what: str, keys: Sequence[Key]) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """The mapping ``what``: each key once, only ``keys``, every required one."""
     if not isinstance(node, yaml.MappingNode):
         raise ctx.fail(node, f"{what} must be a mapping, not a {_kind(node)}")
+    allowed = [k.name for k in keys]
     out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
     for k, v in node.value:
         key = _scalar(ctx, k, f"a key in {what}")
@@ -407,9 +520,26 @@ def _mapping(
         if key in out:
             raise ctx.fail(k, f"duplicate key `{key}` in {what}", "keep only one of them")
         out[key] = (k, v)
-    for req in required:
+    for req in (k.name for k in keys if k.required):
         if req not in out:
             raise ctx.fail(node, f"{what} is missing the required key `{req}`", f"add `{req}: …`")
+    return out
+
+
+def _named(
+    ctx: _Ctx, node: yaml.Node, section: str, noun: str, example: str, name_hint: str
+) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    """The (name, name node, options node) of a mapping of name → options: variants, distros, profiles."""
+    if not isinstance(node, yaml.MappingNode):
+        raise ctx.fail(node, f"{section} must be a mapping of name → options", example)
+    out: list[tuple[str, yaml.Node, yaml.Node]] = []
+    for k, v in node.value:
+        name = _text(ctx, k, f"{noun} name", NAME_RE, name_hint)
+        if any(name == seen for seen, _, _ in out):
+            raise ctx.fail(k, f"{noun} `{name}` is defined twice", "rename or remove one")
+        out.append((name, k, v))
+    if not out:
+        raise ctx.fail(node, f"{section} is empty", f"define at least one of the {section}")
     return out
 
 
@@ -432,6 +562,11 @@ def _match(ctx: _Ctx, node: yaml.Node, value: str, regex: re.Pattern[str], what:
     if not regex.match(value):
         raise ctx.fail(node, f"{what} {value!r} is not valid", hint)
     return value
+
+
+def _text(ctx: _Ctx, node: yaml.Node, what: str, regex: re.Pattern[str], hint: str) -> str:
+    """A single value that must match ``regex``."""
+    return _match(ctx, node, _scalar(ctx, node, what), regex, what, hint)
 
 
 def _bool(ctx: _Ctx, node: yaml.Node, what: str) -> bool:
@@ -507,30 +642,323 @@ def _module_names(ctx: _Ctx, node: yaml.Node, what: str) -> tuple[str, ...]:
     return names
 
 
-PROFILE_KEYS = (
-    "configure",
-    "tag-suffix",
-    "shared",
-    "static-interpreter",
-    "frame-pointers",
-    "cflags-nodist",
-    "ldflags-nodist",
-    "pgo-task",
-    "builtin-modules",
-)
+def _module_check(ctx: _Ctx) -> Callable[[yaml.Node, str], None]:
+    def check(item: yaml.Node, value: str) -> None:
+        if not MODULE_RE.match(value):
+            raise ctx.fail(item, f"{value!r} is not a module name", "write a dotted module name such as `dbm.gnu`")
 
-TOP_KEYS = (
-    "repository",
-    "default",
-    "sources",
-    "versions",
-    "variants",
-    "platforms",
-    "distros",
-    "profiles",
-    "smoke",
-    "exclude",
+    return check
+
+
+def _mirror_check(ctx: _Ctx) -> Callable[[yaml.Node, str], None]:
+    def check(item: yaml.Node, value: str) -> None:
+        if not MIRROR_RE.match(value):
+            raise ctx.fail(
+                item,
+                f"mirror {value!r} is neither a URL nor a local directory",
+                "use https://host/path (python.org layout), debian+http://host/debian (a Debian mirror), "
+                "or /a/local/dir",
+            )
+
+    return check
+
+
+def _platform_check(ctx: _Ctx) -> Callable[[yaml.Node, str], None]:
+    def check(item: yaml.Node, value: str) -> None:
+        if value not in KNOWN_PLATFORMS:
+            close = difflib.get_close_matches(value, list(KNOWN_PLATFORMS), n=1)
+            raise ctx.fail(
+                item,
+                f"unknown platform {value!r}",
+                f"did you mean `{close[0]}`?" if close else f"use one of {', '.join(KNOWN_PLATFORMS)}",
+            )
+
+    return check
+
+
+# -- one loader per top-level section ----------------------------------------------------------
+
+
+def _load_repository(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    d.repository = _text(ctx, node, "repository", REPO_RE, "use a lower-case image name such as `cpforge/python`")
+
+
+def _load_versions(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    for item in _seq(ctx, node, "versions"):
+        pv, vnode, lnode = _version(ctx, item)
+        if any(v.minor == pv.minor for v in d.versions):
+            raise ctx.fail(vnode, f"version {pv.minor} is listed twice", "keep one release per minor version")
+        if pv.minor_tuple < (3, 13):
+            raise ctx.fail(
+                vnode,
+                f"version {pv.version} is too old: cpforge builds 3.13 and newer",
+                "free-threading and the JIT need CPython 3.13+",
+            )
+        d.versions.append(pv)
+        d.version_nodes[pv.version] = (vnode, lnode)
+    if not d.versions:
+        raise ctx.fail(node, "versions is empty", "list at least one version")
+
+
+def _version(ctx: _Ctx, item: yaml.Node) -> tuple[PythonVersion, yaml.Node, yaml.Node]:
+    """One item of `versions:`, with the nodes of its `version:` and `llvm:` values for later errors."""
+    m = _mapping(ctx, item, "a version", VERSION_KEYS)
+    vnode, snode, rnode, lnode = (m[k][1] for k in ("version", "sha256", "released", "llvm"))
+    version = _text(ctx, vnode, "version", VERSION_RE, "write the full release, e.g. `3.13.5` (quote it in YAML)")
+    sha = _match(
+        ctx,
+        snode,
+        _scalar(ctx, snode, "sha256").lower(),
+        SHA256_ANY_CASE_RE,
+        "sha256",
+        "paste the 64 hex digits published for the release",
+    )
+    released = _released(ctx, rnode)
+    llvm = _scalar(ctx, lnode, "llvm")
+    if not LLVM_RE.match(llvm):
+        raise ctx.fail(lnode, f"llvm must be a major version number, not {llvm!r}", "e.g. `llvm: 19`")
+    signer = None
+    if "signer" in m:
+        sm = _mapping(ctx, m["signer"][1], "signer", SIGNER_KEYS)
+        identity, issuer = (_scalar(ctx, sm[k][1], k) for k in ("identity", "issuer"))
+        signer = Signer(identity=identity, issuer=issuer)
+    modules = _str_list(ctx, m["modules"][1], "modules", _module_check(ctx)) if "modules" in m else ()
+    pv = PythonVersion(version=version, sha256=sha, released=released, llvm=int(llvm), signer=signer, modules=modules)
+    return pv, vnode, lnode
+
+
+def _released(ctx: _Ctx, node: yaml.Node) -> date:
+    raw = _scalar(ctx, node, "released")
+    day = None
+    if DATE_RE.match(raw):
+        with contextlib.suppress(ValueError):
+            day = date.fromisoformat(raw)
+    if day is None:
+        raise ctx.fail(
+            node,
+            f"released must be a date, not {raw!r}",
+            "write python.org's release day as YYYY-MM-DD, e.g. `released: 2025-06-11`",
+        )
+    return day
+
+
+def _load_variants(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    example, name_hint = "e.g. `freethreaded: {freethreaded: true}`", "use lower-case letters, digits and dashes"
+    for name, knode, vnode in _named(ctx, node, "variants", "variant", example, name_hint):
+        d.variants.append(_variant(ctx, name, vnode))
+        d.variant_nodes[name] = knode
+
+
+def _variant(ctx: _Ctx, name: str, node: yaml.Node) -> Variant:
+    if _is_null(node):
+        return Variant(name=name)
+    m = _mapping(ctx, node, f"variant `{name}`", VARIANT_KEYS)
+    return Variant(
+        name=name,
+        freethreaded=_bool(ctx, m["freethreaded"][1], "freethreaded") if "freethreaded" in m else False,
+        jit=_jit(ctx, m["jit"][1]) if "jit" in m else "no",
+        configure=_flags(ctx, m["configure"][1], f"variant `{name}`") if "configure" in m else (),
+    )
+
+
+def _jit(ctx: _Ctx, node: yaml.Node) -> JitMode:
+    raw = _scalar(ctx, node, "jit")
+    jit = {"true": "yes", "false": "no"}.get(raw.lower(), raw)
+    if jit not in JIT_MODES:
+        close = difflib.get_close_matches(jit, JIT_MODES, n=1)
+        raise ctx.fail(
+            node,
+            f"jit must be one of {', '.join(JIT_MODES)}, not {raw!r}",
+            f"did you mean `{close[0]}`?" if close else None,
+        )
+    return cast(JitMode, jit)
+
+
+def _load_platforms(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    d.platforms = tuple(Platform(name=x) for x in _str_list(ctx, node, "platforms", _platform_check(ctx)))
+    if not d.platforms:
+        raise ctx.fail(node, "platforms is empty", "define at least one of the platforms")
+
+
+def _load_build_platform(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    value = _scalar(ctx, node, "build-platform")
+    _platform_check(ctx)(node, value)
+    d.build_platform = Platform(name=value)
+
+
+def _load_distros(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    example = "e.g. `trixie: {suite: trixie}`"
+    for name, _, options in _named(ctx, node, "distros", "distro", example, "use lower-case letters"):
+        d.distros.append(_distro(ctx, name, options))
+
+
+def _distro(ctx: _Ctx, name: str, node: yaml.Node) -> Distro:
+    m = _mapping(ctx, node, f"distro `{name}`", DISTRO_KEYS)
+    suite = _text(ctx, m["suite"][1], "suite", NAME_RE, "a Debian suite codename such as `trixie`")
+    mirror = "http://deb.debian.org/debian"
+    if "mirror" in m:
+        mirror = _text(ctx, m["mirror"][1], "mirror", URL_RE, "an http(s) URL of a Debian mirror")
+    pull = _pull(ctx, m["pull"][1]) if "pull" in m else None
+    opt_in = _bool(ctx, m["opt-in"][1], f"distro `{name}` opt-in") if "opt-in" in m else False
+    return Distro(name=name, suite=suite, mirror=mirror, pull=pull, opt_in=opt_in)
+
+
+def _pull(ctx: _Ctx, node: yaml.Node) -> str:
+    """An image reference, NAME[:TAG] or pinned by digest: NAME[:TAG]@sha256:<64 hex digits>."""
+    value = _scalar(ctx, node, "pull")
+    name, at, digest = value.partition("@")
+    if at and PULL_RE.match(name) and not DIGEST_RE.match(digest):
+        raise ctx.fail(
+            node,
+            f"pull {value!r} has a malformed digest {digest!r}",
+            "a digest is `sha256:` and 64 lower-case hex digits, e.g. "
+            "debian:trixie-slim@sha256:<digest from `docker images --digests`>; or drop `@…` to pull by tag",
+        )
+    hint = "an image reference like debian:trixie-slim, or one pinned by digest: debian:trixie-slim@sha256:<64 hex>"
+    return _match(ctx, node, value, PULL_RE, "pull", hint)
+
+
+def _load_profiles(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    for name, _, options in _named(ctx, node, "profiles", "profile", "e.g. `quick: {}`", "use lower-case letters"):
+        d.profiles.append(_profile(ctx, name, options, d.platforms))
+
+
+def _profile(ctx: _Ctx, name: str, node: yaml.Node, platforms: Sequence[Platform]) -> Profile:
+    if _is_null(node):
+        return Profile(name=name)
+    what = f"profile `{name}`"
+    m = _mapping(ctx, node, what, PROFILE_KEYS)
+    conf = _flags(ctx, m["configure"][1], what) if "configure" in m else ()
+    sfx = _text(ctx, m["tag-suffix"][1], "tag-suffix", TAG_SUFFIX_RE, "e.g. `-quick`") if "tag-suffix" in m else ""
+    cc: dict[str, tuple[str, ...]] = {
+        key: _cc_flags(ctx, m[key][1], f"{what} {key}") for key in ("cflags-nodist", "ldflags-nodist") if key in m
+    }
+    _check_isa_level(ctx, name, m, cc, platforms)
+    shared = _bool(ctx, m["shared"][1], f"{what} shared") if "shared" in m else False
+    static_interpreter = False
+    if "static-interpreter" in m:
+        static_interpreter = _bool(ctx, m["static-interpreter"][1], f"{what} static-interpreter")
+        if static_interpreter and not shared:
+            raise ctx.fail(
+                m["static-interpreter"][1],
+                f"{what} sets static-interpreter without shared",
+                "static-interpreter only applies to `shared: true` (without shared, python is static anyway)",
+            )
+    pgo_task: tuple[str, ...] = ()
+    if "pgo-task" in m:
+        pgo_task = _pgo_task(ctx, m["pgo-task"][1], f"{what} pgo-task")
+        if "--enable-optimizations" not in conf:
+            raise ctx.fail(
+                m["pgo-task"][1],
+                f"{what} sets pgo-task without --enable-optimizations",
+                "add --enable-optimizations to the profile's configure flags, or drop pgo-task",
+            )
+    builtin = _module_names(ctx, m["builtin-modules"][1], f"{what} builtin-modules") if "builtin-modules" in m else ()
+    return Profile(
+        name=name,
+        configure=conf,
+        tag_suffix=sfx,
+        pgo_task=pgo_task,
+        builtin_modules=builtin,
+        shared=shared,
+        static_interpreter=static_interpreter,
+        frame_pointers=_bool(ctx, m["frame-pointers"][1], f"{what} frame-pointers") if "frame-pointers" in m else False,
+        cflags_nodist=cc.get("cflags-nodist", ()),
+        ldflags_nodist=cc.get("ldflags-nodist", ()),
+    )
+
+
+def _check_isa_level(
+    ctx: _Ctx,
+    name: str,
+    m: dict[str, tuple[yaml.Node, yaml.Node]],
+    cc: dict[str, tuple[str, ...]],
+    platforms: Sequence[Platform],
+) -> None:
+    """An x86-64 ISA level above the baseline needs amd64-only platforms and -mneeded in both flag lists."""
+    level = next(((key, f) for key, flags in cc.items() for f in flags if X86_ISA_LEVEL_RE.match(f)), None)
+    if not level:
+        return
+    key, isa = level[0], level[1].split("=", 1)[1]
+    others = [p.name for p in platforms if p.arch != "amd64"]
+    if others:
+        raise ctx.fail(
+            m[key][1],
+            f"profile `{name}` builds for {isa}, which {others[0]} cannot run",
+            "an x86-64 ISA level needs a matrix whose platforms are linux/amd64 only (e.g. a separate "
+            "matrix file for such profiles, passed with --matrix-file), or drop the -march flag",
+        )
+    unmarked = [k for k in ("cflags-nodist", "ldflags-nodist") if "-mneeded" not in cc.get(k, ())]
+    if unmarked:
+        raise ctx.fail(
+            m[key][1],
+            f"profile `{name}` builds for {isa} without -mneeded in {' and '.join(unmarked)}",
+            "add -mneeded to both cflags-nodist and ldflags-nodist: the binaries are then marked with the "
+            "ISA level they need, and glibc refuses them on an older CPU (\"CPU ISA level is lower than "
+            "required\") instead of crashing with SIGILL at the first wider instruction",
+        )
+
+
+def _load_sources(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    sm = _mapping(ctx, node, "sources", SOURCES_KEYS)
+    if "mirrors" in sm:
+        d.mirrors = _str_list(ctx, sm["mirrors"][1], "sources.mirrors", _mirror_check(ctx))
+    if "cache" in sm:
+        d.cache_dir = _scalar(ctx, sm["cache"][1], "sources.cache")
+
+
+def _load_smoke(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    sm = _mapping(ctx, node, "smoke", SMOKE_KEYS)
+    if "modules" in sm:
+        d.smoke_modules = _str_list(ctx, sm["modules"][1], "smoke.modules", _module_check(ctx))
+
+
+def _load_exclude(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    d.exclude = _str_list(ctx, node, "exclude", lambda n, v: None)
+
+
+def _load_default(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    dm = _mapping(ctx, node, "default", DEFAULT_KEYS)
+    if "entry" in dm:
+        d.default_node = dm["entry"][1]
+        d.default_entry = _scalar(ctx, d.default_node, "default.entry")
+    if "profile" in dm:
+        d.default_profile = _scalar(ctx, dm["profile"][1], "default.profile")
+        if d.default_profile not in [p.name for p in d.profiles]:
+            raise ctx.fail(
+                dm["profile"][1],
+                f"default profile {d.default_profile!r} is not defined",
+                f"use one of {', '.join(p.name for p in d.profiles)}",
+            )
+
+
+# -- the table of top-level keys ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A top-level key of matrix.yaml and the function that reads its value into the draft."""
+
+    key: Key
+    load: Callable[[_Ctx, yaml.Node, _Draft], None]
+
+
+# Sections load in this order: profiles check their flags against the platforms, and `default`
+# names a profile. Absent optional sections keep _Draft's defaults.
+SECTIONS = (
+    Section(key=Key(name="repository", pattern=REPO_RE), load=_load_repository),
+    Section(key=Key(name="versions", required=True, keys=VERSION_KEYS), load=_load_versions),
+    Section(key=Key(name="variants", required=True, keys=VARIANT_KEYS, names=NAME_RE), load=_load_variants),
+    Section(key=Key(name="platforms", required=True, enum=PLATFORM_NAMES), load=_load_platforms),
+    Section(key=Key(name="build-platform", enum=PLATFORM_NAMES), load=_load_build_platform),
+    Section(key=Key(name="distros", required=True, keys=DISTRO_KEYS, names=NAME_RE), load=_load_distros),
+    Section(key=Key(name="profiles", required=True, keys=PROFILE_KEYS, names=NAME_RE), load=_load_profiles),
+    Section(key=Key(name="sources", keys=SOURCES_KEYS), load=_load_sources),
+    Section(key=Key(name="smoke", keys=SMOKE_KEYS), load=_load_smoke),
+    Section(key=Key(name="exclude"), load=_load_exclude),
+    Section(key=Key(name="default", keys=DEFAULT_KEYS), load=_load_default),
 )
+TOP_KEYS = tuple(s.key for s in SECTIONS)
 
 
 def load(path: str | Path) -> Matrix:
@@ -545,7 +973,18 @@ def load(path: str | Path) -> Matrix:
 
 
 def loads(text: str, path: str = "matrix.yaml") -> Matrix:
+    """Validate matrix text section by section (SECTIONS), then the matrix as a whole."""
     ctx = _Ctx(path)
+    root = _compose(text, path)
+    top = _mapping(ctx, root, "the matrix", TOP_KEYS)
+    draft = _Draft()
+    for section in SECTIONS:
+        if section.key.name in top:
+            section.load(ctx, top[section.key.name][1], draft)
+    return _matrix(ctx, root, draft)
+
+
+def _compose(text: str, path: str) -> yaml.Node:
     try:
         root = yaml.compose(text)
     except yaml.MarkedYAMLError as exc:
@@ -556,350 +995,36 @@ def loads(text: str, path: str = "matrix.yaml") -> Matrix:
         ) from None
     if root is None:
         raise MatrixError("the file is empty", path=path, hint="see README.md for the matrix format")
-    top = _mapping(
-        ctx, root, "the matrix", TOP_KEYS, required=("versions", "variants", "platforms", "distros", "profiles")
-    )
+    return root
 
-    repository = "cpforge/python"
-    if "repository" in top:
-        n = top["repository"][1]
-        repository = _match(
-            ctx,
-            n,
-            _scalar(ctx, n, "repository"),
-            REPO_RE,
-            "repository",
-            "use a lower-case image name such as `cpforge/python`",
-        )
 
-    # versions -------------------------------------------------------------------------------
-    versions: list[PythonVersion] = []
-    version_nodes: dict[str, tuple[yaml.Node, yaml.Node]] = {}  # version → (its `version:` node, `llvm:` node)
-    for item in _seq(ctx, top["versions"][1], "versions"):
-        m = _mapping(
-            ctx,
-            item,
-            "a version",
-            ("version", "sha256", "released", "llvm", "signer", "modules"),
-            required=("version", "sha256", "released", "llvm"),
-        )
-        vnode = m["version"][1]
-        version = _match(
-            ctx,
-            vnode,
-            _scalar(ctx, vnode, "version"),
-            VERSION_RE,
-            "version",
-            "write the full release, e.g. `3.13.5` (quote it in YAML)",
-        )
-        snode = m["sha256"][1]
-        sha = _match(
-            ctx,
-            snode,
-            _scalar(ctx, snode, "sha256").lower(),
-            SHA256_RE,
-            "sha256",
-            "paste the 64 hex digits published for the release",
-        )
-        rnode = m["released"][1]
-        released_raw = _scalar(ctx, rnode, "released")
-        try:
-            released = date.fromisoformat(released_raw)
-        except ValueError:
-            raise ctx.fail(
-                rnode,
-                f"released must be a date, not {released_raw!r}",
-                "write python.org's release day as YYYY-MM-DD, e.g. `released: 2025-06-11`",
-            ) from None
-        lnode = m["llvm"][1]
-        llvm_raw = _scalar(ctx, lnode, "llvm")
-        if not llvm_raw.isdigit():
-            raise ctx.fail(lnode, f"llvm must be a major version number, not {llvm_raw!r}", "e.g. `llvm: 19`")
-        signer = None
-        if "signer" in m:
-            sm = _mapping(ctx, m["signer"][1], "signer", ("identity", "issuer"), required=("identity", "issuer"))
-            signer = Signer(
-                identity=_scalar(ctx, sm["identity"][1], "identity"), issuer=_scalar(ctx, sm["issuer"][1], "issuer")
-            )
-        modules: tuple[str, ...] = ()
-        if "modules" in m:
-            modules = _str_list(ctx, m["modules"][1], "modules", _module_check(ctx))
-        pv = PythonVersion(
-            version=version, sha256=sha, released=released, llvm=int(llvm_raw), signer=signer, modules=modules
-        )
-        if any(v.minor == pv.minor for v in versions):
-            raise ctx.fail(vnode, f"version {pv.minor} is listed twice", "keep one release per minor version")
-        if pv.minor_tuple < (3, 13):
-            raise ctx.fail(
-                vnode,
-                f"version {version} is too old: cpforge builds 3.13 and newer",
-                "free-threading and the JIT need CPython 3.13+",
-            )
-        versions.append(pv)
-        version_nodes[pv.version] = (vnode, lnode)
-    if not versions:
-        raise ctx.fail(top["versions"][1], "versions is empty", "list at least one version")
-
-    # variants -------------------------------------------------------------------------------
-    variants: list[Variant] = []
-    variant_nodes: dict[str, yaml.Node] = {}
-    vmap = top["variants"][1]
-    if not isinstance(vmap, yaml.MappingNode):
-        raise ctx.fail(
-            vmap, "variants must be a mapping of name → options", "e.g. `freethreaded: {freethreaded: true}`"
-        )
-    for k, v in vmap.value:
-        name = _match(
-            ctx,
-            k,
-            _scalar(ctx, k, "variant name"),
-            NAME_RE,
-            "variant name",
-            "use lower-case letters, digits and dashes",
-        )
-        variant_nodes[name] = k
-        if isinstance(v, yaml.ScalarNode) and v.value in ("", "~", "null"):
-            variants.append(Variant(name=name))
-            continue
-        m = _mapping(ctx, v, f"variant `{name}`", ("freethreaded", "jit", "configure"))
-        ft = _bool(ctx, m["freethreaded"][1], "freethreaded") if "freethreaded" in m else False
-        jit = "no"
-        if "jit" in m:
-            jn = m["jit"][1]
-            raw = _scalar(ctx, jn, "jit")
-            jit = {"true": "yes", "false": "no"}.get(raw.lower(), raw)
-            if jit not in JIT_MODES:
-                close = difflib.get_close_matches(jit, JIT_MODES, n=1)
-                raise ctx.fail(
-                    jn,
-                    f"jit must be one of {', '.join(JIT_MODES)}, not {raw!r}",
-                    f"did you mean `{close[0]}`?" if close else None,
-                )
-        conf = _flags(ctx, m["configure"][1], f"variant `{name}`") if "configure" in m else ()
-        if any(x.name == name for x in variants):
-            raise ctx.fail(k, f"variant `{name}` is defined twice", "rename or remove one")
-        variants.append(Variant(name=name, freethreaded=ft, jit=jit, configure=conf))  # type: ignore[arg-type]
-
-    # platforms ------------------------------------------------------------------------------
-    def plat_check(item: yaml.Node, value: str) -> None:
-        if value not in KNOWN_PLATFORMS:
-            close = difflib.get_close_matches(value, list(KNOWN_PLATFORMS), n=1)
-            raise ctx.fail(
-                item,
-                f"unknown platform {value!r}",
-                f"did you mean `{close[0]}`?" if close else f"use one of {', '.join(KNOWN_PLATFORMS)}",
-            )
-
-    platforms = tuple(Platform(name=x) for x in _str_list(ctx, top["platforms"][1], "platforms", plat_check))
-    build_platform = Platform(name="linux/amd64")
-    if "build-platform" in top:
-        bnode = top["build-platform"][1]
-        value = _scalar(ctx, bnode, "build-platform")
-        plat_check(bnode, value)
-        build_platform = Platform(name=value)
-
-    # distros --------------------------------------------------------------------------------
-    distros: list[Distro] = []
-    dmap = top["distros"][1]
-    if not isinstance(dmap, yaml.MappingNode):
-        raise ctx.fail(dmap, "distros must be a mapping of name → options", "e.g. `trixie: {suite: trixie}`")
-    for k, v in dmap.value:
-        name = _match(ctx, k, _scalar(ctx, k, "distro name"), NAME_RE, "distro name", "use lower-case letters")
-        m = _mapping(ctx, v, f"distro `{name}`", ("suite", "mirror", "pull", "opt-in"), required=("suite",))
-        suite = _match(
-            ctx,
-            m["suite"][1],
-            _scalar(ctx, m["suite"][1], "suite"),
-            NAME_RE,
-            "suite",
-            "a Debian suite codename such as `trixie`",
-        )
-        mirror = "http://deb.debian.org/debian"
-        if "mirror" in m:
-            mirror = _match(
-                ctx,
-                m["mirror"][1],
-                _scalar(ctx, m["mirror"][1], "mirror"),
-                URL_RE,
-                "mirror",
-                "an http(s) URL of a Debian mirror",
-            )
-        pull = None
-        if "pull" in m:
-            pull = _match(
-                ctx,
-                m["pull"][1],
-                _scalar(ctx, m["pull"][1], "pull"),
-                re.compile(r"^[a-z0-9][a-z0-9._/:-]*$"),
-                "pull",
-                "an image reference like debian:trixie-slim",
-            )
-        opt_in = _bool(ctx, m["opt-in"][1], f"distro `{name}` opt-in") if "opt-in" in m else False
-        distros.append(Distro(name=name, suite=suite, mirror=mirror, pull=pull, opt_in=opt_in))
-
-    # profiles -------------------------------------------------------------------------------
-    profiles: list[Profile] = []
-    pmap = top["profiles"][1]
-    if not isinstance(pmap, yaml.MappingNode):
-        raise ctx.fail(pmap, "profiles must be a mapping of name → options", "e.g. `quick: {}`")
-    for k, v in pmap.value:
-        name = _match(ctx, k, _scalar(ctx, k, "profile name"), NAME_RE, "profile name", "use lower-case letters")
-        if isinstance(v, yaml.ScalarNode) and v.value in ("", "~", "null"):
-            profiles.append(Profile(name=name))
-            continue
-        m = _mapping(ctx, v, f"profile `{name}`", PROFILE_KEYS)
-        conf = _flags(ctx, m["configure"][1], f"profile `{name}`") if "configure" in m else ()
-        sfx = ""
-        if "tag-suffix" in m:
-            sfx = _match(
-                ctx,
-                m["tag-suffix"][1],
-                _scalar(ctx, m["tag-suffix"][1], "tag-suffix"),
-                re.compile(r"^[a-z0-9._-]*$"),
-                "tag-suffix",
-                "e.g. `-quick`",
-            )
-        cc = {
-            key: _cc_flags(ctx, m[key][1], f"profile `{name}` {key}")
-            for key in ("cflags-nodist", "ldflags-nodist")
-            if key in m
-        }
-        level = next(((key, f) for key, flags in cc.items() for f in flags if X86_ISA_LEVEL_RE.match(f)), None)
-        if level:
-            key, isa = level[0], level[1].split("=", 1)[1]
-            others = [p.name for p in platforms if p.arch != "amd64"]
-            if others:
-                raise ctx.fail(
-                    m[key][1],
-                    f"profile `{name}` builds for {isa}, which {others[0]} cannot run",
-                    "an x86-64 ISA level needs a matrix whose platforms are linux/amd64 only (e.g. a separate "
-                    "matrix file for such profiles, passed with --matrix-file), or drop the -march flag",
-                )
-            unmarked = [k for k in ("cflags-nodist", "ldflags-nodist") if "-mneeded" not in cc.get(k, ())]
-            if unmarked:
-                raise ctx.fail(
-                    m[key][1],
-                    f"profile `{name}` builds for {isa} without -mneeded in {' and '.join(unmarked)}",
-                    "add -mneeded to both cflags-nodist and ldflags-nodist: the binaries are then marked with the "
-                    "ISA level they need, and glibc refuses them on an older CPU (\"CPU ISA level is lower than "
-                    "required\") instead of crashing with SIGILL at the first wider instruction",
-                )
-        shared = _bool(ctx, m["shared"][1], f"profile `{name}` shared") if "shared" in m else False
-        static_interpreter = False
-        if "static-interpreter" in m:
-            node = m["static-interpreter"][1]
-            static_interpreter = _bool(ctx, node, f"profile `{name}` static-interpreter")
-            if static_interpreter and not shared:
-                raise ctx.fail(
-                    node,
-                    f"profile `{name}` sets static-interpreter without shared",
-                    "static-interpreter only applies to `shared: true` (without shared, python is static anyway)",
-                )
-        pgo_task: tuple[str, ...] = ()
-        if "pgo-task" in m:
-            pgo_task = _pgo_task(ctx, m["pgo-task"][1], f"profile `{name}` pgo-task")
-            if "--enable-optimizations" not in conf:
-                raise ctx.fail(
-                    m["pgo-task"][1],
-                    f"profile `{name}` sets pgo-task without --enable-optimizations",
-                    "add --enable-optimizations to the profile's configure flags, or drop pgo-task",
-                )
-        builtin: tuple[str, ...] = ()
-        if "builtin-modules" in m:
-            builtin = _module_names(ctx, m["builtin-modules"][1], f"profile `{name}` builtin-modules")
-        profiles.append(
-            Profile(
-                name=name,
-                configure=conf,
-                tag_suffix=sfx,
-                pgo_task=pgo_task,
-                builtin_modules=builtin,
-                shared=shared,
-                static_interpreter=static_interpreter,
-                frame_pointers=(
-                    _bool(ctx, m["frame-pointers"][1], f"profile `{name}` frame-pointers")
-                    if "frame-pointers" in m
-                    else False
-                ),
-                cflags_nodist=cc.get("cflags-nodist", ()),
-                ldflags_nodist=cc.get("ldflags-nodist", ()),
-            )
-        )
-
-    # sources --------------------------------------------------------------------------------
-    mirrors: tuple[str, ...] = ("https://www.python.org/ftp/python",)
-    cache_dir = "sources"
-    if "sources" in top:
-        sm = _mapping(ctx, top["sources"][1], "sources", ("mirrors", "cache"))
-        if "mirrors" in sm:
-            mirrors = _str_list(ctx, sm["mirrors"][1], "sources.mirrors", _mirror_check(ctx))
-        if "cache" in sm:
-            cache_dir = _scalar(ctx, sm["cache"][1], "sources.cache")
-
-    smoke_modules: tuple[str, ...] = ()
-    if "smoke" in top:
-        sm = _mapping(ctx, top["smoke"][1], "smoke", ("modules",))
-        if "modules" in sm:
-            smoke_modules = _str_list(ctx, sm["modules"][1], "smoke.modules", _module_check(ctx))
-
-    exclude: tuple[str, ...] = ()
-    if "exclude" in top:
-        exclude = _str_list(ctx, top["exclude"][1], "exclude", lambda n, v: None)
-
-    # default --------------------------------------------------------------------------------
-    default_profile = profiles[0].name if profiles else "quick"
-    default_entry = ""
-    default_node: yaml.Node | None = None
-    if "default" in top:
-        dm = _mapping(ctx, top["default"][1], "default", ("entry", "profile"))
-        if "entry" in dm:
-            default_node = dm["entry"][1]
-            default_entry = _scalar(ctx, default_node, "default.entry")
-        if "profile" in dm:
-            default_profile = _scalar(ctx, dm["profile"][1], "default.profile")
-            if default_profile not in [p.name for p in profiles]:
-                raise ctx.fail(
-                    dm["profile"][1],
-                    f"default profile {default_profile!r} is not defined",
-                    f"use one of {', '.join(p.name for p in profiles)}",
-                )
-
-    for what, seq, node in (
-        ("variants", variants, vmap),
-        ("platforms", platforms, top["platforms"][1]),
-        ("distros", distros, dmap),
-        ("profiles", profiles, pmap),
-    ):
-        if not seq:
-            raise ctx.fail(node, f"{what} is empty", f"define at least one of the {what}")
-
+def _matrix(ctx: _Ctx, root: yaml.Node, d: _Draft) -> Matrix:
+    """The frozen Matrix of a fully read draft, after the checks that span sections."""
+    ids = sorted(eid for eid, *_ in _entries(d.versions, d.variants, d.distros, d.platforms, d.exclude))
     matrix = Matrix(
-        path=path,
-        versions=tuple(versions),
-        variants=tuple(variants),
-        platforms=platforms,
-        distros=tuple(distros),
-        profiles=tuple(profiles),
-        repository=repository,
-        default_entry=default_entry,
-        default_profile=default_profile,
-        mirrors=mirrors,
-        cache_dir=cache_dir,
-        smoke_modules=smoke_modules,
-        build_platform=build_platform,
-        exclude=exclude,
+        path=ctx.path,
+        versions=tuple(d.versions),
+        variants=tuple(d.variants),
+        platforms=d.platforms,
+        distros=tuple(d.distros),
+        profiles=tuple(d.profiles),
+        repository=d.repository,
+        default_entry=d.default_entry or (ids[0] if ids else ""),
+        default_profile=d.default_profile or d.profiles[0].name,
+        mirrors=d.mirrors,
+        cache_dir=d.cache_dir,
+        smoke_modules=d.smoke_modules,
+        build_platform=d.build_platform,
+        exclude=d.exclude,
     )
-    _check_releases(ctx, matrix, version_nodes, variant_nodes)
-    ids = {s.id for s in matrix.expand()}
+    _check_releases(ctx, matrix, d.version_nodes, d.variant_nodes)
     if not ids:
         raise ctx.fail(root, "the matrix expands to no entries", "check `exclude`")
-    if not default_entry:
-        object.__setattr__(matrix, "default_entry", sorted(ids)[0])
-    elif default_entry not in ids:
-        close = difflib.get_close_matches(default_entry, sorted(ids), n=1)
+    if matrix.default_entry not in ids:
+        close = difflib.get_close_matches(matrix.default_entry, ids, n=1)
         raise ctx.fail(
-            default_node,
-            f"default entry {default_entry!r} is not in the matrix",
+            d.default_node,
+            f"default entry {matrix.default_entry!r} is not in the matrix",
             f"did you mean `{close[0]}`?" if close else "run `invoke matrix` to list entries",
         )
     return matrix
@@ -936,28 +1061,6 @@ def _check_releases(
                 f"\"{rule.reason}\" ({rule.source})",
                 f'add "{ver.minor}-{var.name}-*" to `exclude:` (or drop the variant)',
             )
-
-
-def _module_check(ctx: _Ctx) -> Callable[[yaml.Node, str], None]:
-    def check(item: yaml.Node, value: str) -> None:
-        if not MODULE_RE.match(value):
-            raise ctx.fail(item, f"{value!r} is not a module name", "write a dotted module name such as `dbm.gnu`")
-
-    return check
-
-
-def _mirror_check(ctx: _Ctx) -> Callable[[yaml.Node, str], None]:
-    def check(item: yaml.Node, value: str) -> None:
-        body = value.removeprefix("debian+")
-        if value.startswith(("/", "./", "../")) or URL_RE.match(body):
-            return
-        raise ctx.fail(
-            item,
-            f"mirror {value!r} is neither a URL nor a local directory",
-            "use https://host/path (python.org layout), debian+http://host/debian (a Debian mirror), or /a/local/dir",
-        )
-
-    return check
 
 
 def spec_json(s: BuildSpec) -> dict[str, Any]:

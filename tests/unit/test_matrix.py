@@ -333,3 +333,131 @@ def test_each_release_is_built_with_its_own_release_day_as_the_build_date() -> N
     assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "released: June 2025" in ln)
     assert "released must be a date, not 'June 2025'" in str(err.value)
     assert "YYYY-MM-DD" in str(err.value)
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, ln in enumerate(text.splitlines(), 1) if needle in ln)
+
+
+def test_build_platform_is_where_the_compilers_run() -> None:
+    # the default: linux/amd64 builds amd64 natively and cross-compiles arm64
+    by_id = {s.id: s for s in load(GOOD).expand()}
+    assert by_id["3.14-default-trixie-amd64"].build_platform.name == "linux/amd64"
+    assert not by_id["3.14-default-trixie-amd64"].cross and by_id["3.14-default-trixie-arm64"].cross
+    # as the README documents it: a top-level key naming a platform
+    plats = "platforms: [linux/amd64, linux/arm64]"
+    arm = load(GOOD.replace(plats, f"{plats}\nbuild-platform: linux/arm64"))
+    assert arm.build_platform.name == "linux/arm64"
+    specs = {s.id: s for s in arm.expand()}
+    amd, arm64 = specs["3.14-default-trixie-amd64"], specs["3.14-default-trixie-arm64"]
+    assert amd.cross and amd.builder_image == "cpforge/debian:trixie-arm64" and amd.base_image.endswith("-amd64")
+    assert not arm64.cross and mx.spec_json(amd)["build_platform"] == "linux/arm64"
+    # its value is checked like a platform, naming the line
+    for value, problem in (
+        ("linux/arm46", "did you mean `linux/arm64`?"),
+        ("s390x", "use one of linux/amd64, linux/arm64"),
+        ("[linux/amd64]", "build-platform must be a single value, not a list"),
+    ):
+        bad = GOOD.replace(plats, f"platforms: [linux/amd64]\nbuild-platform: {value}")
+        with pytest.raises(MatrixError) as err:
+            load(bad)
+        assert problem in str(err.value)
+        assert err.value.line == line_of(bad, "build-platform:")
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "debian:trixie-slim@sha256:" + "0123456789abcdef" * 4,
+        "debian@sha256:" + "f" * 64,
+        "127.0.0.1:5000/mirror/debian:trixie-slim@sha256:" + "a" * 64,
+        "debian:trixie-slim",
+    ],
+)
+def test_a_base_image_may_be_pinned_by_digest(ref: str) -> None:
+    m = load(GOOD.replace("pull: debian:trixie-slim ", f"pull: {ref} "))
+    assert next(d for d in m.distros if d.name == "trixie").pull == ref
+
+
+@pytest.mark.parametrize(
+    ("ref", "problem"),
+    [
+        ("debian:trixie-slim@sha256:abc", "has a malformed digest 'sha256:abc'"),
+        ("debian@sha256:" + "A" * 64, "has a malformed digest"),
+        ("debian@md5:" + "a" * 32, "has a malformed digest 'md5:"),
+        ("debian:trixie-slim@", "has a malformed digest ''"),
+        ("Debian@sha256:" + "a" * 64, "pull 'Debian@sha256:"),
+        ("debian:trixie slim", "is not valid"),
+    ],
+)
+def test_a_malformed_pull_reference_is_refused_with_line_and_hint(ref: str, problem: str) -> None:
+    bad = GOOD.replace("pull: debian:trixie-slim ", f"pull: {ref!r} ".replace("'", '"'))
+    assert bad != GOOD
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert problem in str(err.value)
+    assert err.value.line == line_of(bad, "pull: \"" + ref)
+    assert "fix: " in str(err.value) and "@sha256:" in str(err.value)
+
+
+def test_without_a_default_entry_the_first_entry_is_the_default() -> None:
+    m = load(GOOD.replace("  entry: 3.14-default-trixie-amd64", ""))
+    assert m.default_entry == sorted(s.id for s in m.expand())[0]
+    assert load(GOOD).default_entry == "3.14-default-trixie-amd64"
+
+
+@pytest.mark.parametrize(
+    ("anchor", "added", "problem"),
+    [
+        ("    llvm: 18\n", "    llvn: 18\n", "unknown key `llvn` in a version"),
+        ("  jit: {jit: ", "  jit: {jitt: ", "unknown key `jitt` in variant `jit`"),
+        ("    suite: bullseye\n", "    suite: bullseye\n    opt_in: 1\n", "unknown key `opt_in` in distro `bullseye`"),
+        ("    tag-suffix: -quick\n", "    tag-suffix: -quick\n    tag_suffix: -q\n", "unknown key `tag_suffix`"),
+        ("  cache: sources\n", "  cache: sources\n  mirror: /x\n", "unknown key `mirror` in sources"),
+        ("  modules: [ssl,", "  module: [ssl,", "unknown key `module` in smoke"),
+        ("  profile: quick\n", "  profile: quick\n  entries: []\n", "unknown key `entries` in default"),
+        ("issuer: \"https://accounts", "isuser: \"https://accounts", "unknown key `isuser` in signer"),
+    ],
+)
+def test_an_unknown_key_anywhere_names_its_line_and_the_closest_key(anchor: str, added: str, problem: str) -> None:
+    bad = GOOD.replace(anchor, added, 1)
+    assert bad != GOOD
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert problem in str(err.value) and "fix: did you mean `" in str(err.value)
+    key = problem.split("`")[1]
+    assert err.value.line == line_of(bad, key + ":")
+
+
+def test_an_unknown_key_without_a_close_match_lists_the_allowed_keys() -> None:
+    bad = GOOD + "\nzzz: 1\n"
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert f"allowed keys: {', '.join(k.name for k in mx.TOP_KEYS)}" in str(err.value)
+    assert "build-platform" in str(err.value)
+
+
+@pytest.mark.parametrize("section", ["distros", "profiles", "variants"])
+def test_a_name_defined_twice_is_refused(section: str) -> None:
+    twice = {
+        "distros": ("  bullseye:   ", "  trixie:   "),
+        "profiles": ("  release:   ", "  quick:   "),
+        "variants": ("  freethreaded-jit: {", "  freethreaded: {"),
+    }[section]
+    bad = GOOD.replace(*twice, 1)
+    assert bad != GOOD
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    noun = section[:-1]
+    assert f"{noun} `{twice[1].strip(' :{')}` is defined twice" in str(err.value)
+    lines = bad.splitlines()
+    assert err.value.line == max(i for i, ln in enumerate(lines, 1) if ln.startswith(twice[1]))
+
+
+@pytest.mark.parametrize(("section", "value"), [("variants", "{}"), ("distros", "{}"), ("profiles", "{}")])
+def test_an_empty_section_is_refused(section: str, value: str) -> None:
+    start = GOOD.index(f"\n{section}:") + 1
+    end = GOOD.index("\n\n", start)
+    bad = GOOD[:start] + f"{section}: {value}" + GOOD[end:]
+    with pytest.raises(MatrixError, match=f"{section} is empty"):
+        load(bad)
