@@ -3,6 +3,11 @@
 Knows nothing about Docker or Jinja. Every value that later reaches a Dockerfile or a shell is
 validated here against a strict pattern, so nothing a user writes in the matrix is ever
 interpolated into a shell unchecked.
+
+Loading is table-driven: SECTIONS maps each top-level key to its loader, and one table per nested
+mapping (VERSION_KEYS, VARIANT_KEYS, DISTRO_KEYS, PROFILE_KEYS, ...) lists its keys. To add a key,
+add it to its table, read it in its section's loader, and describe it in schema/matrix.schema.json
+(the JSON Schema editors use; tests/unit/test_schema.py fails until the two agree).
 """
 
 from __future__ import annotations

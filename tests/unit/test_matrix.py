@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cpforge import matrix as mx
+from cpforge import render
 from cpforge.errors import MatrixError, SelectionError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -461,3 +465,26 @@ def test_an_empty_section_is_refused(section: str, value: str) -> None:
     bad = GOOD[:start] + f"{section}: {value}" + GOOD[end:]
     with pytest.raises(MatrixError, match=f"{section} is empty"):
         load(bad)
+
+
+def test_build_platform_reaches_the_cli_and_the_dockerfile(tmp_path: Path) -> None:
+    """The README's `build-platform:` through the real front door and the real templates."""
+    plats = "platforms: [linux/amd64, linux/arm64]"
+    path = tmp_path / "matrix.yaml"
+    path.write_text(GOOD.replace(plats, f"{plats}\nbuild-platform: linux/arm64"), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "matrix", "--json", "--matrix-file", str(path), "--filter", "3.14-default-*"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    entries = {e["id"]: e for e in json.loads(proc.stdout)["include"]}
+    assert entries["3.14-default-trixie-amd64"]["build_platform"] == "linux/arm64"
+    assert entries["3.14-default-trixie-amd64"]["cross"] and not entries["3.14-default-trixie-arm64"]["cross"]
+
+    spec = next(s for s in mx.load(path).expand() if s.id == "3.14-default-trixie-amd64")
+    text = render.Renderer(ROOT / "templates").dockerfile(spec)
+    assert "ARG BUILDER_ARCH=arm64\n" in text and "on linux/arm64 (cross-compiling for amd64)" in text
+    assert "FROM cpforge/debian:trixie-amd64 AS runtime" in text  # the runtime image is the target's
