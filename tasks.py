@@ -491,14 +491,19 @@ def provision(
     if not filter:
         specs = [s for s in specs if s.key in rep.entries and rep.entries[s.key].passed]
     target = Path(dest) if dest else ctx.ws.out / "dist"
-    done = run_provision(Engine.connect(engine or None), rep, specs, target, base_url)
-    for p in done:
+    res = run_provision(Engine.connect(engine or None), rep, specs, target, base_url)
+    for p in res.tarballs:
         meta = p.metadata
         print(
             f"  {p.filename}  glibc>={meta['glibc_min']}  {len(meta['bundled_libraries'])} bundled libs  "
             f"{p.path.stat().st_size / 1e6:.1f} MB"
         )
-    print(f"{len(done)} tarball(s), SHA256SUMS and versions-manifest.json in {target}")
+    for note in res.notes:
+        print(f"  NOTE  {note}")
+    print(
+        f"{len(res.tarballs)} tarball(s), SHA256SUMS and {res.manifest.name} in {target}; "
+        f"per-channel manifests: {', '.join(str(p.relative_to(target)) for p in res.channels.values())}"
+    )
 
 
 @task(help={"unit": "only the fast unit tests", "k": "pytest -k expression"})

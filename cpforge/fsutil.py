@@ -7,6 +7,7 @@ an interrupted write leaves the old file and no temp file behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -41,3 +42,19 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> Path:
 
 def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on ``path``, created if missing, for the block.
+
+    Serialises read-modify-write updates of a shared file (the build report, a directory's
+    manifests) between cpforge processes and threads: each call opens its own file description, and
+    closing it, also on Ctrl-C or a crash, releases the lock. The lock file holds no data and stays."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

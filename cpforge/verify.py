@@ -22,10 +22,11 @@ from . import api
 from .build import Builder, BuildOptions, Workspace
 from .engine import Engine
 from .errors import VerifyError as VerifyError
+from .fsutil import atomic_write_text
 from .lock import pinned_pgo_profile
 from .matrix import BuildSpec
 from .progress import Progress
-from .report import Report
+from .report import Report, verified_artifact
 from .sources import sha256_file
 
 
@@ -138,6 +139,10 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
         progress,
         BuildOptions(nocache=True, keep_going=True, promote=False),
     )
+    for spec in specs:  # before rebuilding anything: the originals must be the bits their builds recorded
+        prev = report.entries.get(spec.key)
+        if prev is not None and prev.passed:
+            verified_artifact(prev, VerifyError)
     results: list[VerifyResult] = []
     for spec in specs:
         prev = report.entries.get(spec.key)
@@ -174,7 +179,7 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
         outdir = vws.out / "diff" / spec.key
         if not vr.artifact_same:
             outdir.mkdir(parents=True, exist_ok=True)
-            a, b = Path(prev.artifact["path"]), Path(new.artifact["path"])
+            a, b = verified_artifact(prev, VerifyError), verified_artifact(new, VerifyError)
             with a.open("rb") as fa, b.open("rb") as fb:
                 vr.differences += [f"cpython.tar {d}" for d in diff_tars(fa, fb)]
             vr.diffoscope = run_diffoscope(a, b, outdir / "cpython.tar.diffoscope.txt")
@@ -200,5 +205,5 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
             engine.remove_image(new.artifact_image_id)
         results.append(vr)
     out = vws.out / "verify.json"
-    out.write_text(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out, json.dumps([r.to_json() for r in results], indent=2, sort_keys=True) + "\n")
     return results

@@ -45,7 +45,7 @@ def provisioned(
     workdir: Path,
 ) -> dict[str, Provisioned]:
     specs = api.plan(ctx, filters=ENTRIES, profile="quick")
-    done = provision(engine, Report.load(ctx.report_path), specs, workdir / "dist", BASE_URL)
+    done = provision(engine, Report.load(ctx.report_path), specs, workdir / "dist", BASE_URL).tarballs
     return {p.key.split("@")[0]: p for p in done}
 
 

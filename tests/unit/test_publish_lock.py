@@ -157,19 +157,3 @@ def test_package_drift() -> None:
         "runtime package a: lock 1, built 2",
         "runtime package b: lock absent, built 1",
     ]
-
-
-def test_manifest_offers_each_runner_the_newest_build_that_runs_there() -> None:
-    from cpforge.provision import compatible_platform_versions, newest_per_runner
-
-    def files(name: str, glibc: str) -> list[dict[str, str]]:
-        return [
-            {"filename": name, "arch": "x64", "platform_version": pv, "glibc_min": glibc}
-            for pv in compatible_platform_versions(glibc)
-        ]
-
-    chosen = newest_per_runner(files("bullseye.tgz", "2.30") + files("trixie.tgz", "2.38"))
-    by_runner = {f["platform_version"]: f["filename"] for f in chosen}
-    assert by_runner["22.04"] == "bullseye.tgz" and by_runner["11"] == "bullseye.tgz"
-    assert by_runner["24.04"] == "trixie.tgz" and by_runner["13"] == "trixie.tgz"
-    assert len(chosen) == len(by_runner)  # one file per runner: setup-python takes the first match
