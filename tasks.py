@@ -340,9 +340,8 @@ def lock(
     ctx = _ctx(matrix_file, out, report)
     specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
     specs = [s for s in specs if s.key in Report.load(ctx.report_path).entries] if not filter else specs
-    written, pinned = api.lock(ctx, Engine.connect(engine or None), specs)
-    for key in written:
-        print(f"locked {key}")
+    with Progress(total=len(specs), heartbeat=0) as progress:
+        written, pinned = api.lock(ctx, Engine.connect(engine or None), specs, progress)
     for path in pinned:
         print(f"pinned the PGO profile {path}: later builds reuse it instead of training (commit it)")
     print(f"{ctx.lock_path}: {len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
@@ -433,16 +432,18 @@ def publish(
     specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
     if not filter:
         specs = [s for s in specs if s.key in rep.entries]
-    res = run_publish(
-        Engine.connect(engine or None),
-        rep,
-        specs,
-        registry,
-        out=ctx.ws.out,
-        dry_run=dry_run,
-        force=force,
-        insecure=insecure,
-    )
+    with Progress(total=len(specs)) as progress:
+        res = run_publish(
+            Engine.connect(engine or None),
+            rep,
+            specs,
+            registry,
+            out=ctx.ws.out,
+            dry_run=dry_run,
+            force=force,
+            insecure=insecure,
+            progress=progress,
+        )
     for line in res.planned:
         print(f"  would {line}")
     for tag in res.pushed:

@@ -126,7 +126,8 @@ def build(
     """Build the plan. With ``locked``, refuse unless every input matches matrix.lock."""
     lk = lockfile.Lock.load(ctx.lock_path)
     if locked:
-        lockfile.check_locked(lk, ctx.ws.root, ctx.renderer, specs, lockfile.MirrorIndex(ctx.ws.out / "cache"))
+        mirrors = lockfile.MirrorIndex(ctx.ws.out / "cache")
+        lockfile.check_locked(lk, ctx.ws.root, ctx.renderer, specs, mirrors, engine=engine)
         options = dataclasses.replace(options, lock=lk)
     elif ctx.lock_path.exists():
         for line in lockfile.stale(lk, ctx.ws.root, ctx.renderer, specs)[:10]:
@@ -136,11 +137,14 @@ def build(
     return builder.run(specs)
 
 
-def lock(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec]) -> tuple[list[str], list[str]]:
+def lock(
+    ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress | None = None
+) -> tuple[list[str], list[str]]:
     """Write matrix.lock from the last passing builds of ``specs``, pinning PGO profiles not yet
     pinned. Returns the keys locked and the profiles newly pinned."""
     lk = lockfile.Lock.load(ctx.lock_path)
-    return lockfile.write(lk, ctx.ws.root, ctx.renderer, Report.load(ctx.report_path), engine, specs)
+    report = Report.load(ctx.report_path)
+    return lockfile.write(lk, ctx.ws.root, ctx.renderer, report, engine, specs, progress)
 
 
 def smoke(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress) -> list[EntryResult]:

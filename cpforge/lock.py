@@ -1,10 +1,12 @@
 """matrix.lock: the pinned inputs of every built entry, and the checks `--locked` makes.
 
 Per entry the lock records what went into it: the source sha256, the sha256 of the rendered
-Dockerfile and of each script the build runs, the base image, the exact Debian package versions
-installed in the builder and runtime stages, and the interpreter tarball it produced. `invoke lock`
-writes it from the last build's report and images; `invoke build` warns when it is stale and
-`invoke build --locked` refuses to start when any input differs, naming the input.
+Dockerfile and of each script the build runs, the base images (runtime and builder) by name and
+image id, the platform the builder ran on, the exact Debian package versions installed in the
+builder and runtime stages, and the interpreter tarball it produced. `invoke lock` writes it from
+the last build's report and images; `invoke build` warns when it is stale and `invoke build
+--locked` refuses to start when any input differs (a base image whose id is not the locked one
+included), naming the input.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import lzma
 import re
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -23,9 +26,12 @@ from typing import Any
 
 from .engine import Engine, short_ref
 from .errors import LockError as LockError
-from .matrix import BuildSpec
+from .fsutil import atomic_write_text
+from .matrix import KNOWN_PLATFORMS, BuildSpec, Platform
+from .progress import Progress, fmt_seconds
 from .render import CONTEXT_SCRIPTS, Renderer
-from .report import Report
+from .report import EntryResult, Report
+from .report import builder_platform as recorded_builder_platform
 
 SCHEMA = 1
 SCRIPTS = (*CONTEXT_SCRIPTS, "scripts/smoke.py")
@@ -141,7 +147,7 @@ class Lock:
             "bases": dict(sorted(self.bases.items())),
             "entries": dict(sorted(self.entries.items())),
         }
-        self.path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def problems(self, spec: BuildSpec, now: Inputs) -> list[str]:
         """Every input of ``spec`` that differs from the lock, as a sentence naming it."""
@@ -179,6 +185,34 @@ class Lock:
                 )
         return out
 
+    def locked_bases_of(self, key: str) -> dict[str, str]:
+        """Base image name -> the image id the lock pins for the entry ``key`` (runtime and builder
+        base; a lock written before cpforge recorded them per entry pins the runtime base only)."""
+        entry = self.entries.get(key) or {}
+        if isinstance(entry.get("bases"), dict):
+            return {str(k): str(v) for k, v in sorted(entry["bases"].items())}
+        name = (entry.get("inputs") or {}).get("base_image")
+        image_id = (self.bases.get(str(name)) or {}).get("image_id") if name else None
+        return {str(name): str(image_id)} if image_id else {}
+
+    def base_problems(self, spec: BuildSpec, engine: Engine) -> list[str]:
+        """Each base image of ``spec`` whose id on ``engine`` is not the one the lock pins."""
+        out: list[str] = []
+        for name, locked in self.locked_bases_of(spec.key).items():
+            now = engine.image_id(name)
+            if now is None:
+                out.append(
+                    f"base image {name} is not on this engine, so its id cannot be compared with the locked "
+                    f"{locked} (fix: create it first, `invoke base`, then build --locked again)"
+                )
+            elif now != locked:
+                out.append(
+                    f"base image {name} is {now} on this engine, but {self.path.name} pins {locked} (fix: "
+                    "restore the locked base, e.g. pull it by digest or `docker load` it; or accept the new one: "
+                    "build without --locked, then `invoke lock`)"
+                )
+        return out
+
 
 def packages_in(engine: Engine, image: str, platform: str) -> dict[str, str]:
     res = engine.run(image, DPKG_QUERY, platform=platform)
@@ -192,52 +226,117 @@ def packages_in(engine: Engine, image: str, platform: str) -> dict[str, str]:
     return dict(sorted(pkgs.items()))
 
 
+def builder_platform(spec: BuildSpec, res: EntryResult, engine: Engine) -> Platform:
+    """The platform the entry's builder ran on (cpforge.report.builder_platform: its own platform for a
+    --native build, else the matrix's build platform), as a Platform cpforge knows."""
+    name = recorded_builder_platform(res, engine, spec.build_platform.name)
+    if name not in KNOWN_PLATFORMS:
+        raise LockError(
+            f"{spec.key}: the report says its builder ran on {name!r}, which cpforge does not know",
+            hint=f"rebuild it (`invoke build --filter '{spec.id}' --profile {spec.profile.name}`), then lock",
+        )
+    return Platform(name=name)
+
+
+def base_for(spec: BuildSpec, plat: Platform) -> str:
+    """The base image a stage of ``spec`` running on ``plat`` starts FROM."""
+    return spec.base_image if plat == spec.platform else spec.distro.base_image(plat)
+
+
+def _base_id(engine: Engine, spec: BuildSpec, base: str, built: str, stage: str) -> str:
+    """The id of ``base``, after checking that ``built`` (the stage's image) was built FROM it."""
+    base_id = engine.image_id(base)
+    again = f"rebuild {spec.key} (`invoke build --filter '{spec.id}' --profile {spec.profile.name}`), then lock"
+    if base_id is None:
+        raise LockError(f"{spec.key}: its {stage} base image {base} is no longer on the engine", hint=again)
+    layers = (engine.inspect_image(base_id).get("RootFS") or {}).get("Layers") or []
+    image_layers = (engine.inspect_image(built).get("RootFS") or {}).get("Layers") or []
+    if image_layers[: len(layers)] != layers:
+        raise LockError(
+            f"{spec.key}: its {stage} image {short_ref(built)} was not built FROM the {base} now on the engine "
+            f"({short_ref(base_id)}): the base changed after the build",
+            hint=again,
+        )
+    return base_id
+
+
 def write(
-    lock: Lock, root: Path, renderer: Renderer, report: Report, engine: Engine, specs: Sequence[BuildSpec]
+    lock: Lock,
+    root: Path,
+    renderer: Renderer,
+    report: Report,
+    engine: Engine,
+    specs: Sequence[BuildSpec],
+    progress: Progress | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Record the inputs and package versions of each spec's last passing build, pinning the PGO
-    profile of PGO builds that have none yet. Returns the keys written and the profiles pinned."""
+    """Record the inputs, base image ids and package versions of each spec's last passing build,
+    pinning the PGO profile of PGO builds that have none yet. Returns the keys written and the
+    profiles pinned. ``progress`` (optional) gets a line per entry."""
     written: list[str] = []
     pinned: list[str] = []
-    missing: list[str] = []
-    for spec in specs:
-        res = report.entries.get(spec.key)
-        if res is None or not res.passed or not res.image_id or not res.artifact_image_id:
-            missing.append(spec.key)
-            continue
-        if engine.image_id(res.image_id) is None or engine.image_id(res.artifact_image_id) is None:
-            missing.append(spec.key)
-            continue
-        if pin_pgo_profile(root, spec, res.pgo_profile):
-            dropped = drop_superseded_pgo_profiles(root, spec)
-            replaces = f" (replaces {', '.join(dropped)})" if dropped else ""
-            pinned.append(f"{spec.pgo_profile}{replaces}")
-        base_id = engine.image_id(spec.base_image)
-        lock.bases[spec.base_image] = {
-            "image_id": base_id,
-            "packages": packages_in(engine, spec.base_image, spec.platform.name),
-        }
-        lock.entries[spec.key] = {
-            "inputs": current_inputs(root, renderer, spec).as_dict(),
-            "builder_packages": packages_in(engine, res.artifact_image_id, spec.build_platform.name),
-            "runtime_packages": packages_in(engine, res.image_id, spec.platform.name),
-            "artifact_sha256": res.artifact.get("sha256"),
-        }
-        written.append(spec.key)
+    missing = [spec.key for spec in specs if not _lockable(engine, report.entries.get(spec.key))]
     if missing:
         raise LockError(
             f"no passing build to lock for: {', '.join(missing)}",
             hint="run `invoke build` for these entries first, then `invoke lock`",
         )
+    for spec in specs:
+        res = report.entries[spec.key]
+        assert res.image_id is not None and res.artifact_image_id is not None
+        t0 = time.monotonic()
+        if progress:
+            progress.start(spec.key, "reading base images and package versions")
+        if pin_pgo_profile(root, spec, res.pgo_profile):
+            dropped = drop_superseded_pgo_profiles(root, spec)
+            replaces = f" (replaces {', '.join(dropped)})" if dropped else ""
+            pinned.append(f"{spec.pgo_profile}{replaces}")
+        builder = builder_platform(spec, res, engine)
+        stages = ((spec.platform, res.image_id, "runtime"), (builder, res.artifact_image_id, "builder"))
+        bases: dict[str, str] = {}
+        for plat, built, stage in stages:
+            name = base_for(spec, plat)
+            bases[name] = _base_id(engine, spec, name, built, stage)
+            if lock.bases.get(name, {}).get("image_id") != bases[name] or "packages" not in lock.bases[name]:
+                lock.bases[name] = {"image_id": bases[name], "packages": packages_in(engine, name, plat.name)}
+        lock.entries[spec.key] = {
+            "inputs": current_inputs(root, renderer, spec).as_dict(),
+            "bases": dict(sorted(bases.items())),
+            "builder_platform": builder.name,
+            "builder_packages": packages_in(engine, res.artifact_image_id, builder.name),
+            "runtime_packages": packages_in(engine, res.image_id, spec.platform.name),
+            "artifact_sha256": res.artifact.get("sha256"),
+        }
+        written.append(spec.key)
+        if progress:
+            progress.done(spec.key, True, f"locked in {fmt_seconds(time.monotonic() - t0)}")
+    used = {name for key in lock.entries for name in lock.locked_bases_of(key)}
+    lock.bases = {name: base for name, base in lock.bases.items() if name in used}
     lock.save()
     return written, pinned
 
 
+def _lockable(engine: Engine, res: EntryResult | None) -> bool:
+    """A passing build whose runtime and artifact images are both still on the engine."""
+    if res is None or not res.passed or not res.image_id or not res.artifact_image_id:
+        return False
+    return engine.image_id(res.image_id) is not None and engine.image_id(res.artifact_image_id) is not None
+
+
 def check_locked(
-    lock: Lock, root: Path, renderer: Renderer, specs: Sequence[BuildSpec], index: MirrorIndex | None = None
+    lock: Lock,
+    root: Path,
+    renderer: Renderer,
+    specs: Sequence[BuildSpec],
+    index: MirrorIndex | None = None,
+    engine: Engine | None = None,
 ) -> None:
-    """--locked: refuse to build when any input differs from the lock or a pin cannot be met."""
+    """--locked: refuse to build when any input differs from the lock or a pin cannot be met. With
+    ``engine``, each base image's id there must be the id the lock pins."""
     problems = [f"{spec.key}: {p}" for spec in specs for p in lock.problems(spec, current_inputs(root, renderer, spec))]
+    if engine is not None:
+        problems += [
+            f"{spec.key}: {p}" for spec in specs if spec.key in lock.entries for p in lock.base_problems(spec, engine)
+        ]
     if not problems and index is not None:
         problems = unavailable_pins(lock, specs, index)
     if problems:
@@ -304,7 +403,9 @@ def unavailable_pins(lock: Lock, specs: Sequence[BuildSpec], index: MirrorIndex)
         entry = lock.entries.get(spec.key)
         if entry is None:
             continue
-        for stage, default_arch in (("builder", spec.build_platform.arch), ("runtime", spec.platform.arch)):
+        builder = str(entry.get("builder_platform") or spec.build_platform.name)
+        builder_arch = KNOWN_PLATFORMS[builder][0] if builder in KNOWN_PLATFORMS else spec.build_platform.arch
+        for stage, default_arch in (("builder", builder_arch), ("runtime", spec.platform.arch)):
             for pkg, version in entry.get(f"{stage}_packages", {}).items():
                 name, _, arch = pkg.partition(":")
                 available = index.versions(spec.distro.mirror, spec.distro.suite, arch or default_arch).get(name, set())
