@@ -534,3 +534,35 @@ def _summary(results: list[Any], report_path: Any, elapsed: str) -> None:
         print(line)
     if len(passed) != len(results):
         raise Exit("cpforge: some entries did not pass (see above and the logs)", code=1)
+
+
+@task(
+    help={
+        **COMMON_HELP,
+        "check": "change nothing; exit 16 when an update exists (candidates are still fetched into the sources cache)",
+        "minor": "only this minor, e.g. 3.14 (repeatable; default: every minor in the matrix)",
+        "mirror": "extra source mirror tried first (repeatable; a debian+URL one is also read for Sources)",
+        "python_org_api": "python.org's release API base URL (default: $CPFORGE_PYTHON_ORG_API, else "
+        "https://www.python.org/api/v2/downloads); `off` reads only the Debian mirror",
+    },
+    iterable=["minor", "mirror"],
+)
+@friendly
+def update(
+    c: InvokeContext,
+    check: bool = False,
+    minor: list[str] | None = None,
+    mirror: list[str] | None = None,
+    python_org_api: str = "",
+    matrix_file: str = "matrix.yaml",
+) -> None:
+    """Move each minor in matrix.yaml to its newest fetchable patch release, then re-render the Dockerfiles."""
+    from cpforge import update as updates
+
+    res = updates.update(
+        _ctx(matrix_file, mirror=mirror), minor or [], check=check, python_org_api=python_org_api or None
+    )
+    print("\n".join(updates.summary(res, check=check)))
+    if check and res.available:
+        raise Exit(code=updates.UPDATE_AVAILABLE)
+
