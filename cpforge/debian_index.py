@@ -66,9 +66,11 @@ def paragraphs(text: str, first_line: int = 1) -> Iterator[Paragraph]:
 def selected(text: str, wanted: Callable[[str], bool]) -> Iterator[Paragraph]:
     """The paragraphs whose Package is ``wanted``, parsed (and validated) alone: a 60 MB index is
     scanned at C speed instead of parsed line by line. The first paragraph is always validated, so
-    that an HTML error page or a truncated file is caught; raises MalformedIndex."""
-    head_end = text.find("\n\n")
-    head = next(paragraphs(text[: head_end if head_end >= 0 else len(text)]), None)
+    that an HTML error page is caught; raises MalformedIndex. An empty index has no paragraphs."""
+    if text.isspace() or not text:
+        return  # an empty index (a suite with nothing in it yet) is valid
+    head_end = text.lstrip("\n").find("\n\n")
+    head = next(paragraphs(text.lstrip("\n")[: head_end if head_end >= 0 else len(text)]), None)
     if head is None or not head.get("Package"):
         raise MalformedIndex(1, "the first paragraph has no Package field (not a Debian index?)")
     pos, line = 0, 1

@@ -135,9 +135,10 @@ def test_a_sources_index_without_the_orig_sha256_or_paragraphs_is_malformed() ->
     broken = SOURCES.replace("python3.13_3.13.15.orig.tar.xz", "python3.13_3.13.15.orig.tar.gz")
     with pytest.raises(di.MalformedIndex, match=r"line 5: python3.13 3.13.15-1 lists no sha256"):
         di.python_releases(broken, ["3.13"])
-    for text in ("", "\n\n", "Version: 1\n\nPackage: python3.13\n"):
-        with pytest.raises(di.MalformedIndex, match=r"not a Debian index|first paragraph"):
+    for text in ("Version: 1\n\nPackage: python3.13\n", "<!DOCTYPE html>\n<html>\n"):
+        with pytest.raises(di.MalformedIndex, match=r"line 1: .*(not a Debian index|Field: value)"):
             di.python_releases(text, ["3.13"])
+    assert di.python_releases("", ["3.13"]) == di.python_releases("\n\n", ["3.13"]) == []  # an empty suite
 
 
 def test_package_versions_for_the_names_asked() -> None:
