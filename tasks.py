@@ -566,3 +566,35 @@ def update(
     if check and res.available:
         raise Exit(code=updates.UPDATE_AVAILABLE)
 
+
+@task(
+    help={
+        **OUT_HELP,
+        "json": "print only JSON (progress goes to stderr)",
+        "lock": "judge matrix.lock's locked entries instead of the build report (what CI has without a build)",
+        "report": "report path (default: build/report.json)",
+        "python_org_api": "python.org's release API base URL, or `off` (see `invoke update --help`)",
+    },
+)
+@friendly
+def outdated(
+    c: InvokeContext,
+    json_: bool = False,
+    lock: bool = False,
+    report: str = "",
+    python_org_api: str = "",
+    matrix_file: str = "matrix.yaml",
+    out: str = "build",
+) -> None:
+    """Say which built entries are stale (a newer CPython patch release, newer Debian packages) and why."""
+    from cpforge import outdated as stale
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if json_ else sys.stdout)
+
+    res = stale.outdated(_ctx(matrix_file, out, report), use_lock=lock, python_org_api=python_org_api or None, say=say)
+    if not json_:
+        print("\n".join(stale.table(res)))
+    print(json.dumps(res.to_json(), indent=2, sort_keys=True))
+    if res.stale:
+        raise Exit(code=stale.STALE)
