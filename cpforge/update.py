@@ -338,6 +338,7 @@ def fetch_release(sources: Sources, release: Release) -> tuple[Path | None, str]
     src = mx.Source(version=release.version, sha256=release.sha256, signer=None)
     path = sources.cached_path(src)
     if path.exists() and sha256_file(path) == release.sha256:
+        sources.log(f"✓ {src.filename} sha256 ok (in the sources cache)")
         return path, "cache"
     sources.cache_dir.mkdir(parents=True, exist_ok=True)
     attempts: list[tuple[str, str]] = []
@@ -560,7 +561,8 @@ def summary(result: UpdateResult, check: bool = False) -> list[str]:
     out: list[str] = []
     for u in result.updates:
         if u.newest is None:
-            out.append(f"{u.minor}: {u.current.version} stays: no newer release can be fetched ({u.source})")
+            why = "no newer release can be fetched" if u.unfetchable else "no newer release is listed"
+            out.append(f"{u.minor}: {u.current.version} stays: {why} ({u.source})")
         else:
             sig = f"; sigstore bundle {u.newest.sigstore}" if u.newest.sigstore else ""
             out.append(
