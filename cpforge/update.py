@@ -79,6 +79,7 @@ class Release:
     released: date | None  # None: from Debian, to be read from the tarball
     origin: str  # "python.org" or "Debian sid"
     sigstore: str | None = None  # python.org's sigstore bundle URL
+    problem: str | None = None  # listed, but without a tarball and sha256 to fetch it by
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def _tarball_file(base: str, rid: str, version: str, day: date | None) -> Releas
 def list_python_org(base: str, current: Mapping[str, str]) -> Listing | str:
     """python.org's releases of each minor newer than ``current`` (minor → version), newest first,
     or why python.org cannot be reached. A listed release without a usable tarball entry is kept
-    with sha256 "" and its problem as origin, so that it is reported as unfetchable."""
+    with its problem, so that it is reported as unfetchable."""
     url = f"{base}/release/?is_published=true&pre_release=false&version=3"
     items = _get_list(url)
     if isinstance(items, str):
@@ -278,7 +279,7 @@ def list_python_org(base: str, current: Mapping[str, str]) -> Listing | str:
         if minor not in current or version_key(version) <= version_key(current[minor]):
             continue
         rel = _tarball_file(base, rid, version, day)
-        found[minor].append(rel if isinstance(rel, Release) else Release(version, "", day, rel))
+        found[minor].append(rel if isinstance(rel, Release) else Release(version, "", day, "python.org", problem=rel))
     return Listing(f"python.org ({base})", {m: tuple(r) for m, r in found.items()})
 
 
@@ -385,9 +386,9 @@ def _newest_fetchable(
 ) -> MinorUpdate:
     skipped: list[tuple[str, str]] = []
     for rel in listing.releases.get(current.minor, ()):
-        if not rel.sha256:
-            skipped.append((rel.version, rel.origin))
-            say(f"! {rel.version}: {rel.origin}; trying the next-newest")
+        if rel.problem:
+            skipped.append((rel.version, rel.problem))
+            say(f"! {rel.version}: {rel.problem}; trying the next-newest")
             continue
         say(f"{current.minor}: {rel.version} (listed by {rel.origin}): fetching and verifying it")
         path, where = fetch_release(sources, rel)

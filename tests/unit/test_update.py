@@ -394,3 +394,24 @@ def test_invoke_update_exit_codes(world: World) -> None:
         text=True,
     )
     assert bad.returncode == 15 and "cpforge: error: --minor 3.11" in bad.stderr and "fix:" in bad.stderr
+
+
+def test_a_python_org_release_without_a_tarball_sha256_is_skipped_with_the_reason(world: World) -> None:
+    python_org(world)
+    world.server.routes[f"{API}/release_file/?release=8"] = json.dumps([file_item("3.13.8", 8, "")]).encode()
+    world.server.routes[f"{API}/release_file/?release=7"] = json.dumps(
+        [
+            {
+                **file_item("3.13.7", 7, sha(world.t137)),
+                "url": "https://www.python.org/ftp/python/3.13.7/Python-3.13.7.tgz",
+            }
+        ]
+    ).encode()
+    res = update.update(world.ctx(), ["3.13"], check=True, python_org_api=world.api, say=lambda _: None)
+    (u,) = res.updates
+    assert u.newest is None and u.unfetchable == (
+        ("3.13.8", "python.org lists no sha256 for Python-3.13.8.tar.xz"),
+        ("3.13.7", "python.org lists no Python-3.13.7.tar.xz for Python 3.13.7"),
+        ("3.13.6", u.unfetchable[2][1]),
+    )
+    assert "listed by python.org, but cannot be fetched" in u.unfetchable[2][1]
