@@ -540,3 +540,67 @@ def _summary(results: list[Any], report_path: Any, elapsed: str) -> None:
         print(line)
     if len(passed) != len(results):
         raise Exit("cpforge: some entries did not pass (see above and the logs)", code=1)
+
+
+@task(
+    help={
+        **COMMON_HELP,
+        "check": "change nothing; exit 16 when an update exists (candidates are still fetched into the sources cache)",
+        "minor": "only this minor, e.g. 3.14 (repeatable; default: every minor in the matrix)",
+        "mirror": "extra source mirror tried first (repeatable; a debian+URL one is also read for Sources)",
+        "python_org_api": "python.org's release API base URL (default: $CPFORGE_PYTHON_ORG_API, else "
+        "https://www.python.org/api/v2/downloads); `off` reads only the Debian mirror",
+    },
+    iterable=["minor", "mirror"],
+)
+@friendly
+def update(
+    c: InvokeContext,
+    check: bool = False,
+    minor: list[str] | None = None,
+    mirror: list[str] | None = None,
+    python_org_api: str = "",
+    matrix_file: str = "matrix.yaml",
+) -> None:
+    """Move each minor in matrix.yaml to its newest fetchable patch release, then re-render the Dockerfiles."""
+    from cpforge import update as updates
+
+    res = updates.update(
+        _ctx(matrix_file, mirror=mirror), minor or [], check=check, python_org_api=python_org_api or None
+    )
+    print("\n".join(updates.summary(res, check=check)))
+    if check and res.available:
+        raise Exit(code=updates.UPDATE_AVAILABLE)
+
+
+@task(
+    help={
+        **OUT_HELP,
+        "json": "print only JSON (progress goes to stderr)",
+        "lock": "judge matrix.lock's locked entries instead of the build report (what CI has without a build)",
+        "report": "report path (default: build/report.json)",
+        "python_org_api": "python.org's release API base URL, or `off` (see `invoke update --help`)",
+    },
+)
+@friendly
+def outdated(
+    c: InvokeContext,
+    json_: bool = False,
+    lock: bool = False,
+    report: str = "",
+    python_org_api: str = "",
+    matrix_file: str = "matrix.yaml",
+    out: str = "build",
+) -> None:
+    """Say which built entries are stale (a newer CPython patch release, newer Debian packages) and why."""
+    from cpforge import outdated as stale
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if json_ else sys.stdout)
+
+    res = stale.outdated(_ctx(matrix_file, out, report), use_lock=lock, python_org_api=python_org_api or None, say=say)
+    if not json_:
+        print("\n".join(stale.table(res)))
+    print(json.dumps(res.to_json(), indent=2, sort_keys=True))
+    if res.stale:
+        raise Exit(code=stale.STALE)
