@@ -16,7 +16,7 @@ from invoke.tasks import task
 from cpforge import api, tools
 from cpforge.build import BuildOptions
 from cpforge.engine import Engine
-from cpforge.errors import CpforgeError
+from cpforge.errors import CpforgeError, EntriesStale, UpdateAvailable
 from cpforge.matrix import spec_json
 from cpforge.progress import Progress, fmt_seconds
 from cpforge.report import Report
@@ -570,7 +570,7 @@ def update(
     )
     print("\n".join(updates.summary(res, check=check)))
     if check and res.available:
-        raise Exit(code=updates.UPDATE_AVAILABLE)
+        raise UpdateAvailable("an update exists (see above); nothing was changed", hint="run `invoke update`")
 
 
 @task(
@@ -603,4 +603,4 @@ def outdated(
         print("\n".join(stale.table(res)))
     print(json.dumps(res.to_json(), indent=2, sort_keys=True))
     if res.stale:
-        raise Exit(code=stale.STALE)
+        raise EntriesStale("some entries are stale (see above)", hint="run `invoke update`, rebuild, and `invoke lock`")

@@ -138,6 +138,24 @@ class ExitCode:
     description: str  # the first line of its docstring
 
 
+class UpdateError(CpforgeError):
+    """Release metadata or a release could not be read or verified (update, outdated)."""
+
+    exit_code = 17
+
+
+class UpdateAvailable(CpforgeError):
+    """`invoke update --check`: a newer fetchable patch release exists; nothing was changed."""
+
+    exit_code = 18
+
+
+class EntriesStale(CpforgeError):
+    """`invoke outdated`: an entry is stale (a newer CPython patch release or Debian package)."""
+
+    exit_code = 19
+
+
 def error_classes() -> tuple[type[CpforgeError], ...]:
     """Every error class cpforge raises (all subclasses of CpforgeError, at any depth)."""
     found: list[type[CpforgeError]] = []

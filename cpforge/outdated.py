@@ -34,7 +34,6 @@ from .errors import ReportError
 from .report import EntryResult, Report
 from .update import MinorUpdate, UpdateError, fetch_index, find, parse_index, version_key
 
-STALE = 17  # `invoke outdated`: at least one entry is stale
 SECURITY_ENV = "CPFORGE_SECURITY_MIRROR"
 RUNTIME_DEBS = "usr/local/share/cpforge/runtime-debs.txt"  # inside cpython.tar
 SCHEMA = 1

@@ -45,6 +45,7 @@ from . import api
 from . import debian_index as di
 from . import matrix as mx
 from .errors import CpforgeError, MatrixError
+from .errors import UpdateError as UpdateError
 from .fsutil import atomic_write_text
 from .sources import Sources, candidates, sha256_file
 
@@ -54,17 +55,10 @@ API_ENV = "CPFORGE_PYTHON_ORG_API"
 # (stable) only the release it shipped with. A suite a mirror lacks is skipped with a note.
 DEBIAN_SUITES = ("experimental", "sid", "forky", "trixie")
 TIMEOUT = 60
-UPDATE_AVAILABLE = 16  # `invoke update --check`: an update exists (nothing was changed)
 MINOR_RE = re.compile(r"^3\.\d+$")
 RELEASE_NAME_RE = re.compile(r"^Python (3\.\d+\.\d+)$")
 T = TypeVar("T")
 GONE = ("HTTP 404", "HTTP 410", "not found")  # a mirror's answers that mean "not there"
-
-
-class UpdateError(CpforgeError):
-    """Release metadata or a release could not be read or verified (update, outdated)."""
-
-    exit_code = 15
 
 
 # --------------------------------------------------------------------------------------- model

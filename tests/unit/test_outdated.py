@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from cpforge import api, outdated
-from cpforge.errors import ReportError
+from cpforge.errors import EntriesStale, ReportError
 from cpforge.update import UpdateError
 from tests.replay import ReplayServer
 
@@ -270,11 +270,11 @@ def test_invoke_outdated_exit_codes_and_json(mirror: Mirror) -> None:
     args = ["--matrix-file", str(mirror.matrix_path), "--out", str(mirror.root / "build"), "--python-org-api", "off"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([*invoke, "--json", *args], capture_output=True, text=True, env=env)
-    assert proc.returncode == outdated.STALE == 17, proc.stderr
+    assert proc.returncode == EntriesStale.exit_code == 19, proc.stderr
     data = json.loads(proc.stdout)  # only JSON on stdout; progress went to stderr
     assert data["stale"] and "reading" in proc.stderr
     proc = subprocess.run([*invoke, *args], capture_output=True, text=True, env=env)
-    assert proc.returncode == 17 and "reading" in proc.stdout and "ENTRY" in proc.stdout
+    assert proc.returncode == 19 and "reading" in proc.stdout and "ENTRY" in proc.stdout
     assert json.loads(proc.stdout[proc.stdout.index("\n{") :])["stale"] is True
     for suite, entries in (("debian/dists/trixie-updates", {}), ("debian-security/dists/trixie-security", {})):
         (mirror.www / suite / "main/binary-amd64/Packages.xz").write_bytes(packages(entries))

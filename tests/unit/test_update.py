@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from cpforge import api, matrix, update
-from cpforge.errors import MatrixError
+from cpforge.errors import MatrixError, UpdateAvailable
 from cpforge.update import UpdateError
 from tests.replay import ReplayServer, closed_port_url
 
@@ -301,7 +301,7 @@ def test_a_hash_that_does_not_match_is_an_error_and_changes_nothing(world: World
     before = world.matrix_path.read_bytes()
     with pytest.raises(UpdateError, match="sha256 mismatch") as err:
         update.update(world.ctx(), python_org_api=world.api, say=lambda _: None)
-    assert err.value.exit_code == 15 and "nothing was changed" in str(err.value)
+    assert err.value.exit_code == 17 and "nothing was changed" in str(err.value)
     assert world.matrix_path.read_bytes() == before
     assert not (world.cache / "Python-3.13.7.tar.xz").exists() and not list(world.cache.glob(".partial-*"))
 
@@ -385,7 +385,7 @@ def test_invoke_update_exit_codes(world: World) -> None:
     check = subprocess.run(
         [*invoke, "update", "--check", "--matrix-file", str(world.matrix_path)], env=env, capture_output=True, text=True
     )
-    assert check.returncode == update.UPDATE_AVAILABLE == 16, check.stderr
+    assert check.returncode == UpdateAvailable.exit_code == 18, check.stderr
     assert "an update exists" in check.stdout and world.matrix_path.read_bytes() == before
     bad = subprocess.run(
         [*invoke, "update", "--minor", "3.11", "--matrix-file", str(world.matrix_path)],
@@ -393,7 +393,7 @@ def test_invoke_update_exit_codes(world: World) -> None:
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 15 and "cpforge: error: --minor 3.11" in bad.stderr and "fix:" in bad.stderr
+    assert bad.returncode == 17 and "cpforge: error: --minor 3.11" in bad.stderr and "fix:" in bad.stderr
 
 
 def test_a_python_org_release_without_a_tarball_sha256_is_skipped_with_the_reason(world: World) -> None:
