@@ -130,7 +130,10 @@ def sources(
     mirror: list[str] | None = None,
     matrix_file: str = "",
 ) -> None:
-    """Fetch the selected entries' CPython source tarballs into the cache and verify their sha256."""
+    """Fetch the selected entries' CPython source tarballs into the cache and verify their sha256.
+
+    Entries: the matrix's default entry, unless --filter, --platform or --matrix choose.
+    """
     show(
         cli.sources(
             common(matrix_file, mirror=mirror, filter=filter, platform=platform, profile=profile, matrix=matrix)
@@ -159,7 +162,10 @@ def base(
     matrix_file: str = "",
     out: str = "",
 ) -> None:
-    """Make sure the selected entries' base images exist: pull, else bootstrap from a Debian mirror."""
+    """Make sure the selected entries' base images exist: pull, else bootstrap from a Debian mirror.
+
+    Entries: the matrix's default entry, unless --filter, --platform or --matrix choose.
+    """
     show(cli.base(common(matrix_file, out, engine=engine, filter=filter, platform=platform, matrix=matrix), force))
 
 
@@ -198,7 +204,10 @@ def build(
     matrix_file: str = "",
     out: str = "",
 ) -> None:
-    """Build CPython images, smoke-test them, and tag only those that passed."""
+    """Build CPython images, smoke-test them, and tag only those that passed.
+
+    Entries: the matrix's default entry, unless --filter, --platform or --matrix choose.
+    """
     opts = common(matrix_file, out, report, engine, mirror, filter, platform, profile, matrix)
     show(cli.build(opts, jobs=jobs, keep_going=keep_going, no_cache=no_cache, native=native, locked=locked))
 
@@ -216,7 +225,11 @@ def smoke(
     matrix_file: str = "",
     out: str = "",
 ) -> None:
-    """Re-run the smoke tests of built images (default: the entries of the last builds)."""
+    """Re-run the smoke tests of built images.
+
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
     show(cli.smoke(common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)))
 
 
@@ -287,7 +300,11 @@ def lock(
     matrix_file: str = "",
     out: str = "",
 ) -> None:
-    """Write matrix.lock: inputs, base image and Debian package versions of the selected passing builds."""
+    """Write matrix.lock: inputs, base image and Debian package versions of the selected passing builds.
+
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
     show(cli.lock(common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)))
 
 
@@ -316,7 +333,11 @@ def verify(
     matrix_file: str = "",
     out: str = "",
 ) -> None:
-    """Rebuild entries without the layer cache and compare the tarball and runtime layers bit for bit."""
+    """Rebuild entries without the layer cache and compare the tarball and runtime layers bit for bit.
+
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
     show(cli.verify(common(matrix_file, out, report, engine, None, filter, platform, profile, matrix), rebuild))
 
 
@@ -351,7 +372,11 @@ def publish(
     matrix_file: str = "",
     out: str = "",
 ) -> None:
-    """Push the images that passed their smoke test, with multi-arch manifest lists and SBOMs."""
+    """Push the images that passed their smoke test, with multi-arch manifest lists and SBOMs.
+
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
     opts = common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)
     show(cli.publish(opts, registry=registry, dry_run=dry_run, force=force, insecure=insecure))
 
@@ -383,7 +408,11 @@ def provision(
     matrix_file: str = "",
     out: str = "",
 ) -> None:
-    """Export relocatable interpreter tarballs + PYTHON.json + SHA256SUMS + versions-manifest.json."""
+    """Export relocatable interpreter tarballs + PYTHON.json + SHA256SUMS + versions-manifest.json.
+
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
     opts = common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)
     show(cli.provision(opts, dest=dest, base_url=base_url))
 

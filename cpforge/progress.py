@@ -179,7 +179,7 @@ def github_group(title: str, log: Path | None, limit: int = LOG_LINES) -> list[s
     """The lines that fold ``log`` (its last ``limit`` lines) into a GitHub Actions group.
 
     The log is framed by ``::stop-commands::`` so nothing in it is taken for a workflow command."""
-    if log is None:
+    if log is None or not log.exists():
         return []
     try:
         text = log.read_text(encoding="utf-8", errors="replace").splitlines()
