@@ -47,6 +47,12 @@ case "$target" in
     test) label="./dev test" ;;
     *) die "--for takes unit, build, arm64 or test, not '$target'" ;;
 esac
+for name in ${only//,/ }; do
+    case "$name" in
+        venv | docker | mmdebstrap | qemu | docker-registry | diffoscope | npm) ;;
+        *) die "--only takes venv, docker, mmdebstrap, qemu, docker-registry, diffoscope, npm; not '$name'" ;;
+    esac
+done
 
 missing=() packages=() plain_packages=() actions=()
 
@@ -225,11 +231,11 @@ fix() {
     install_packages
     [ "$mode" = dry-run ] || plan  # what the packages did not settle: services, registrations
     local a
-    for a in "${actions[@]}"; do
+    for a in "${actions[@]}"; do  # one that fails still lets the others run; the final check tells
         case "$a" in
-            binfmt) register_qemu ;;
-            start-dockerd) start_dockerd ;;
-            docker-group) docker_group ;;
+            binfmt) register_qemu || true ;;
+            start-dockerd) start_dockerd || true ;;
+            docker-group) docker_group || true ;;
         esac
     done
 }

@@ -215,6 +215,8 @@ def test_bad_options_exit_2(host: Host) -> None:
     assert host.run("--for", "everything").returncode == 2
     proc = host.run("--frobnicate")
     assert proc.returncode == 2 and "unknown option --frobnicate" in proc.stderr
+    proc = host.run("--only", "nodejs")
+    assert proc.returncode == 2 and "--only takes venv, docker, mmdebstrap" in proc.stderr
     assert "--for unit" in host.run("--help").stdout
 
 
