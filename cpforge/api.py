@@ -8,57 +8,80 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import base as base_images
 from . import lock as lockfile
 from . import matrix as mx
-from . import render
+from . import render, selection
 from .build import Builder, BuildOptions, Workspace, smoke_only
 from .engine import Engine
-from .errors import SelectionError
 from .progress import Progress
 from .report import EntryResult, Report
+from .selection import Choice
 from .sources import Fetched, Sources
+
+if TYPE_CHECKING:
+    from .bench import BuildBench
+    from .provision import ProvisionResult
+    from .publish import PublishResult
+    from .speed import SpeedResult
+    from .verify import VerifyResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def resolve(cwd: Path, path: str | Path) -> Path:
+    """``path`` (``~`` expanded) if absolute, else relative to ``cwd``."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else cwd / p
+
+
 @dataclass(frozen=True, kw_only=True)
 class Context:
-    """What every task needs: the matrix and where things live."""
+    """What every task needs: the matrix and where things live.
+
+    Paths rule: a path given on the command line (--matrix-file, --out, --report, --dest) is
+    relative to the current directory; the defaults are in the repository: matrix.yaml, build/,
+    <out>/report.json, <out>/dist."""
 
     matrix: mx.Matrix
     ws: Workspace
     report_path: Path
     lock_path: Path
     extra_mirrors: tuple[str, ...] = ()
+    cwd: Path = field(default_factory=Path.cwd)
 
     @classmethod
     def create(
         cls,
-        matrix_file: str | Path = "matrix.yaml",
+        matrix_file: str | Path | None = None,
         *,
         root: Path = ROOT,
-        out: str | Path = "build",
+        out: str | Path | None = None,
         report: str | Path | None = None,
         mirrors: Sequence[str] = (),
+        cwd: Path | None = None,
     ) -> Context:
-        mpath = Path(matrix_file)
-        if not mpath.is_absolute() and not mpath.exists():
-            mpath = root / mpath
-        m = mx.load(mpath)
-        outp = Path(out) if Path(out).is_absolute() else root / out
+        here = (cwd or Path.cwd()).absolute()
+        mpath = resolve(here, matrix_file) if matrix_file else root / "matrix.yaml"
+        outp = resolve(here, out) if out else root / "build"
         env_mirrors = tuple(x for x in os.environ.get("CPFORGE_MIRRORS", "").split(",") if x)
         return cls(
-            matrix=m,
+            matrix=mx.load(mpath),
             ws=Workspace(root=root, out=outp),
-            report_path=Path(report) if report else outp / "report.json",
+            report_path=resolve(here, report) if report else outp / "report.json",
             lock_path=mpath.with_name("matrix.lock"),
             extra_mirrors=(*mirrors, *env_mirrors),
+            cwd=here,
         )
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the command line: relative to the directory the command ran in."""
+        return resolve(self.cwd, path)
 
     @property
     def renderer(self) -> render.Renderer:
@@ -80,17 +103,21 @@ def plan(
     profile: str | None = None,
     whole_matrix: bool = False,
 ) -> list[mx.BuildSpec]:
-    """The entries to work on: the default entry unless --matrix or a filter/platform is given."""
-    specs = ctx.matrix.expand(profile)
-    if not whole_matrix and not filters and not platforms:
-        chosen = [s for s in specs if s.id == ctx.matrix.default_entry]
-        if not chosen:
-            raise SelectionError(
-                f"the default entry {ctx.matrix.default_entry} is not in the matrix",
-                hint="fix `default.entry` in matrix.yaml",
-            )
-        return chosen
-    return mx.select(specs, filters, platforms)
+    """The entries `build` works on: the default entry unless --matrix or a filter/platform is given."""
+    choice = Choice(filters=tuple(filters), platforms=tuple(platforms), profile=profile, whole_matrix=whole_matrix)
+    return select(ctx, "build", choice)
+
+
+def select(ctx: Context, task: str, choice: Choice) -> list[mx.BuildSpec]:
+    """The entries ``task`` works on, by cpforge's one selection rule (cpforge/selection.py)."""
+    needs_report = not choice.explicit and selection.DEFAULTS[task] is selection.Default.REPORT
+    report = Report.load(ctx.report_path) if needs_report else None
+    return selection.select(ctx.matrix, task, choice, report)
+
+
+def connect(url: str | None = None) -> Engine:
+    """The Docker engine at ``url`` (default: DOCKER_HOST, else the local socket)."""
+    return Engine.connect(url or None)
 
 
 def render_dockerfiles(ctx: Context, check: bool = False) -> list[str]:
@@ -133,6 +160,7 @@ def build(
         for line in lockfile.stale(lk, ctx.ws.root, ctx.renderer, specs)[:10]:
             progress.say(f"! {ctx.lock_path.name} is stale: {line} (run `invoke lock` after this build)")
     report = Report.load(ctx.report_path)
+    progress.attach_logs({s.key: ctx.ws.log_path(s) for s in specs})
     builder = Builder(engine, ctx.ws, ctx.renderer, ctx.sources(progress), report, progress, options)
     return builder.run(specs)
 
@@ -149,4 +177,87 @@ def lock(
 
 def smoke(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress) -> list[EntryResult]:
     report = Report.load(ctx.report_path)
+    progress.attach_logs({s.key: ctx.ws.log_path(s) for s in specs})
     return smoke_only(engine, ctx.ws, report, specs, progress)
+
+
+def verify(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress) -> list[VerifyResult]:
+    """Rebuild ``specs`` without the layer cache and compare them bit for bit with their last build."""
+    from .verify import verify as run_verify
+
+    rebuilds = Workspace(root=ctx.ws.root, out=ctx.ws.out / "verify")  # where verify's rebuilds log
+    progress.attach_logs({s.key: rebuilds.log_path(s) for s in specs})
+    return run_verify(ctx, engine, specs, progress)
+
+
+def publish(
+    ctx: Context,
+    engine: Engine,
+    specs: Sequence[mx.BuildSpec],
+    registry: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    insecure: bool = False,
+    progress: Progress | None = None,
+) -> PublishResult:
+    """Push the images of ``specs`` that passed, with manifest lists and SBOMs."""
+    from .publish import publish as run_publish
+
+    report = Report.load(ctx.report_path, missing_ok=False)
+    return run_publish(
+        engine,
+        report,
+        specs,
+        registry,
+        out=ctx.ws.out,
+        dry_run=dry_run,
+        force=force,
+        insecure=insecure,
+        progress=progress,
+    )
+
+
+def provision(
+    ctx: Context,
+    engine: Engine,
+    specs: Sequence[mx.BuildSpec],
+    dest: Path,
+    base_url: str,
+    say: Callable[[str], None] = print,
+) -> ProvisionResult:
+    """Export relocatable interpreter tarballs of ``specs`` into ``dest``."""
+    from .provision import provision as run_provision
+
+    report = Report.load(ctx.report_path, missing_ok=False)
+    return run_provision(engine, report, specs, dest, base_url, say=say)
+
+
+def bench_build(
+    ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress, emulate_seconds: int = 0
+) -> BuildBench:
+    """Clean builds of ``specs``; the arm64/amd64 ratios (build/bench/build.json)."""
+    from .bench import build_ratio
+
+    progress.attach_logs({s.key: ctx.ws.log_path(s) for s in specs})
+    return build_ratio(ctx, engine, specs, progress, emulate_seconds=emulate_seconds)
+
+
+def bench_speed(
+    ctx: Context, engine: Engine, *, rounds: int, instructions: bool, suite: str, say: Callable[[str], None] = print
+) -> SpeedResult:
+    """Interpreter speed of the last builds against Debian's own (build/bench/speed*.json)."""
+    from .speed import speed
+
+    report = Report.load(ctx.report_path)
+    return speed(
+        engine,
+        ctx.matrix,
+        report,
+        ctx.ws.out,
+        ctx.ws.scripts,
+        rounds=rounds,
+        instructions=instructions,
+        suite=suite,
+        say=say,
+    )

@@ -35,6 +35,12 @@ class EntriesFailed(CpforgeError):
     exit_code = 1
 
 
+class UsageError(CpforgeError):
+    """A command-line option is missing or has a bad value (EX_USAGE); nothing was done."""
+
+    exit_code = 64
+
+
 class MatrixError(CpforgeError):
     """The matrix file is malformed or inconsistent; the message names the file and line."""
 
@@ -75,6 +81,12 @@ class BuildError(CpforgeError):
     """A docker build failed, or an image or file it should have made is missing."""
 
     exit_code = 7
+
+
+class SmokeError(CpforgeError):
+    """An entry failed its smoke test (or had no image to test); nothing of it was tagged."""
+
+    exit_code = 8
 
 
 class ReportError(CpforgeError):

@@ -1,0 +1,222 @@
+"""One function per Invoke task: check the options, choose the entries, call cpforge.api, and
+return what to print (an `output.Outcome`). tasks.py only maps flags onto these and prints.
+
+Order in every task: options are checked first (a bad value is exit 2 and touches nothing), then
+the matrix is loaded and the entries chosen (cpforge/selection.py), then the engine is reached.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import api, output
+from .build import BuildOptions
+from .errors import EntriesStale, UpdateAvailable, UsageError
+from .output import Outcome
+from .progress import Progress, Style, fmt_seconds
+from .selection import Choice
+
+BENCHMARKS = ("build", "speed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Common:
+    """The options most tasks share: where things are, which engine, which entries."""
+
+    matrix_file: str = ""
+    out: str = ""
+    report: str = ""
+    engine: str = ""
+    mirrors: tuple[str, ...] = ()
+    choice: Choice = field(default_factory=Choice)
+    cwd: Path | None = None
+
+    def context(self) -> api.Context:
+        return api.Context.create(
+            self.matrix_file or None,
+            out=self.out or None,
+            report=self.report or None,
+            mirrors=self.mirrors,
+            cwd=self.cwd,
+        )
+
+
+def whole_number(flag: str, value: str | int, minimum: int) -> int:
+    """``value`` of ``flag`` as an int of at least ``minimum``, else a clear error (exit 2)."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise UsageError(
+            f"{flag} takes a whole number of at least {minimum}, not {str(value)!r}",
+            hint=f"e.g. {flag} {max(minimum, 2)}",
+        )
+    return number
+
+
+def one_of(flag: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UsageError(f"unknown {flag} {value!r}", hint=f"use one of: {', '.join(choices)}")
+    return value
+
+
+def style() -> Style:
+    return Style.detect(sys.stdout)
+
+
+def progress(total: int) -> Progress:
+    return Progress(total=total, style=style())
+
+
+# ------------------------------------------------------------------------------------ tasks
+
+
+def matrix(common: Common, as_json: bool) -> Outcome:
+    ctx = common.context()
+    specs = api.select(ctx, "matrix", common.choice)
+    return output.matrix_json(specs) if as_json else output.matrix_table(specs, ctx.matrix.default_entry)
+
+
+def render(common: Common, check: bool) -> Outcome:
+    ctx = common.context()
+    return output.rendered(api.render_dockerfiles(ctx, check=check), check)
+
+
+def sources(common: Common) -> Outcome:
+    ctx = common.context()
+    specs = api.select(ctx, "sources", common.choice)
+    return output.fetched(api.fetch_sources(ctx, specs))
+
+
+def base(common: Common, force: bool) -> Outcome:
+    ctx = common.context()
+    specs = api.select(ctx, "base", common.choice)
+    engine = api.connect(common.engine)
+    with progress(0) as p:
+        return output.bases(api.ensure_bases(ctx, engine, specs, p, force=force))
+
+
+def build(common: Common, *, jobs: str, keep_going: bool, no_cache: bool, native: bool, locked: bool) -> Outcome:
+    n = whole_number("--jobs", jobs, 1)
+    ctx = common.context()
+    specs = api.select(ctx, "build", common.choice)
+    engine = api.connect(common.engine)
+    with progress(len(specs)) as p:
+        p.say(output.build_header(specs, n, engine.url, ctx.ws.logs))
+        options = BuildOptions(jobs=n, keep_going=keep_going, nocache=no_cache, native=native)
+        results = api.build(ctx, engine, specs, options, p, locked=locked)
+    return output.summary(results, ctx.report_path, fmt_seconds(p.elapsed), p.style)
+
+
+def smoke(common: Common) -> Outcome:
+    ctx = common.context()
+    specs = api.select(ctx, "smoke", common.choice)
+    engine = api.connect(common.engine)
+    with progress(len(specs)) as p:
+        results = api.smoke(ctx, engine, specs, p)
+    return output.summary(results, ctx.report_path, fmt_seconds(p.elapsed), p.style)
+
+
+def lock(common: Common) -> Outcome:
+    ctx = common.context()
+    specs = api.select(ctx, "lock", common.choice)
+    engine = api.connect(common.engine)
+    with progress(len(specs)) as p:
+        written, pinned = api.lock(ctx, engine, specs, p)
+    return output.locked(written, pinned, ctx.lock_path)
+
+
+def verify(common: Common, rebuild: bool) -> Outcome:
+    if not rebuild:
+        raise UsageError(
+            "verify needs --rebuild: it rebuilds each entry from scratch and compares it with the last build",
+            hint="invoke verify --rebuild [--filter GLOB]",
+        )
+    ctx = common.context()
+    specs = api.select(ctx, "verify", common.choice)
+    engine = api.connect(common.engine)
+    with progress(len(specs)) as p:
+        results = api.verify(ctx, engine, specs, p)
+    return output.verified(results, p.style)
+
+
+def publish(common: Common, *, registry: str, dry_run: bool, force: bool, insecure: bool) -> Outcome:
+    if not registry:
+        raise UsageError(
+            "publish needs --registry HOST[:PORT]/NAMESPACE",
+            hint="e.g. invoke publish --registry registry.example.com/platform (add --dry-run to see the plan)",
+        )
+    ctx = common.context()
+    specs = api.select(ctx, "publish", common.choice)
+    engine = api.connect(common.engine)
+    with progress(len(specs)) as p:
+        res = api.publish(ctx, engine, specs, registry, dry_run=dry_run, force=force, insecure=insecure, progress=p)
+    return output.published(res, registry)
+
+
+def provision(common: Common, *, dest: str, base_url: str) -> Outcome:
+    ctx = common.context()
+    specs = api.select(ctx, "provision", common.choice)
+    target = ctx.resolve(dest) if dest else ctx.ws.out / "dist"
+    engine = api.connect(common.engine)
+    with progress(len(specs)) as p:
+        done = api.provision(ctx, engine, specs, target, base_url, say=p.say)
+    return output.provisioned(done, target)
+
+
+def bench(
+    common: Common, *, what: str | None, emulate_seconds: str, rounds: str, instructions: bool, suite: str
+) -> Outcome:
+    from .speed import SUITES
+
+    if not what:
+        raise UsageError(
+            "name a benchmark: build or speed", hint="invoke bench build --filter GLOB | invoke bench speed"
+        )
+    one_of("benchmark", what, BENCHMARKS)
+    seconds = whole_number("--emulate-seconds", emulate_seconds, 0)
+    n_rounds = whole_number("--rounds", rounds, 1)
+    one_of("--suite", suite, tuple(SUITES))
+    ctx = common.context()
+    if what == "speed":
+        engine = api.connect(common.engine)
+        with progress(0) as p:
+            res = api.bench_speed(ctx, engine, rounds=n_rounds, instructions=instructions, suite=suite, say=p.say)
+        return output.bench_speed(res, ctx.ws.out)
+    specs = api.select(ctx, "bench", common.choice)
+    engine = api.connect(common.engine)
+    with progress(len(specs)) as p:
+        result = api.bench_build(ctx, engine, specs, p, emulate_seconds=seconds)
+    return output.bench_built(result, ctx.ws.out)
+
+
+def update(common: Common, *, check: bool, minors: tuple[str, ...], python_org_api: str) -> Outcome:
+    from . import update as updates
+
+    res = updates.update(common.context(), list(minors), check=check, python_org_api=python_org_api or None)
+    error = None
+    if check and res.available:
+        error = UpdateAvailable("an update exists (see above); nothing was changed", hint="run `invoke update`")
+    return Outcome(tuple(updates.summary(res, check=check)), error)
+
+
+def outdated(common: Common, *, as_json: bool, use_lock: bool, python_org_api: str) -> Outcome:
+    import json
+
+    from . import outdated as stale
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if as_json else sys.stdout)
+
+    res = stale.outdated(common.context(), use_lock=use_lock, python_org_api=python_org_api or None, say=say)
+    lines = [] if as_json else list(stale.table(res))
+    lines.append(json.dumps(res.to_json(), indent=2, sort_keys=True))
+    error = None
+    if res.stale:
+        error = EntriesStale(
+            "some entries are stale (see above)", hint="run `invoke update`, rebuild, and `invoke lock`"
+        )
+    return Outcome(tuple(lines), error)
