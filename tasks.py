@@ -226,7 +226,16 @@ def smoke(
     _summary(results, ctx.report_path, elapsed)
 
 
-def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructions: bool, suite: str) -> None:
+def _bench_speed(
+    matrix_file: str,
+    out: str,
+    engine: str,
+    rounds: int,
+    instructions: bool,
+    suite: str,
+    filters: list[str],
+    version: str,
+) -> None:
     from cpforge import speed
 
     ctx = _ctx(matrix_file, out)
@@ -239,6 +248,8 @@ def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructi
         Report.load(ctx.report_path),
         ctx.ws.out,
         ctx.ws.scripts,
+        filters=filters,
+        version=version,
         rounds=rounds,
         instructions=instructions,
         suite=suite,
@@ -258,7 +269,9 @@ def _bench_speed(matrix_file: str, out: str, engine: str, rounds: int, instructi
         **OUT_HELP,
         "what": "which benchmark: build (amd64 vs arm64 build times) or speed (interpreter speed, "
         "free-threading, JIT, image sizes, against Debian's own build)",
-        "filter": "glob on entry ids; give one variant for both platforms, e.g. '3.13-freethreaded-*'",
+        "filter": "glob on entry ids; build: give one variant for both platforms, e.g. '3.13-freethreaded-*'; "
+        "speed: the release (and variants) to measure, e.g. '3.13-*' (default: the default entry's release)",
+        "version": "speed: the release to measure, e.g. 3.13.5 or 3.13 (default: the default entry's)",
         "profile": "build profile (default: the matrix's default)",
         "emulate_seconds": "also run the arm64 build fully emulated under QEMU for at most this long (0: skip)",
         "rounds": "speed: rounds of interleaved benchmark runs; each benchmark keeps its fastest process (default 2)",
@@ -281,6 +294,7 @@ def bench(
     rounds: int = 2,
     instructions: bool = True,
     suite: str = "core",
+    version: str = "",
     engine: str = "",
     matrix_file: str = "matrix.yaml",
     out: str = "build",
@@ -289,7 +303,7 @@ def bench(
     from cpforge import bench as benchmarks
 
     if what == "speed":
-        _bench_speed(matrix_file, out, engine, rounds, instructions, suite)
+        _bench_speed(matrix_file, out, engine, rounds, instructions, suite, filter or [], version)
         return
     if what != "build":
         raise Exit(f"cpforge: unknown benchmark {what!r}; available: build, speed", code=2)
