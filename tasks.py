@@ -243,6 +243,9 @@ def smoke(
         "what": "which benchmark: build (amd64 vs arm64 build times) or speed (interpreter speed, "
         "free-threading, JIT, image sizes, against Debian's own build); also `invoke bench build …`",
         "matrix": FROM_DEFAULT + "; build only",
+        "filter": "glob on entry ids; build: one variant for both platforms, e.g. '3.14-freethreaded-*'; "
+        "speed: the release (and variants) to measure, e.g. '3.13-*' (default: the default entry's release)",
+        "version": "speed: the release to measure, e.g. 3.13.5 or 3.13 (default: the default entry's)",
         "emulate_seconds": "N: build: also run the arm64 build fully emulated under QEMU for at most N "
         "seconds (default 0: skip)",
         "rounds": "N: speed: rounds of interleaved benchmark runs; each benchmark keeps its fastest process "
@@ -268,6 +271,7 @@ def bench(
     rounds: str = "2",
     instructions: bool = True,
     suite: str = "core",
+    version: str = "",
     report: str = "",
     engine: str = "",
     matrix_file: str = "",
@@ -282,7 +286,13 @@ def bench(
     opts = common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)
     show(
         cli.bench(
-            opts, what=what, emulate_seconds=emulate_seconds, rounds=rounds, instructions=instructions, suite=suite
+            opts,
+            what=what,
+            emulate_seconds=emulate_seconds,
+            rounds=rounds,
+            instructions=instructions,
+            suite=suite,
+            version=version,
         )
     )
 

@@ -244,9 +244,17 @@ def bench_build(
 
 
 def bench_speed(
-    ctx: Context, engine: Engine, *, rounds: int, instructions: bool, suite: str, say: Callable[[str], None] = print
+    ctx: Context,
+    engine: Engine,
+    *,
+    rounds: int,
+    instructions: bool,
+    suite: str,
+    filters: Sequence[str] = (),
+    version: str = "",
+    say: Callable[[str], None] = print,
 ) -> SpeedResult:
-    """Interpreter speed of the last builds against Debian's own (build/bench/speed*.json)."""
+    """Interpreter speed of one release's last builds against Debian's own (build/bench/speed*.json)."""
     from .speed import speed
 
     report = Report.load(ctx.report_path)
@@ -256,6 +264,8 @@ def bench_speed(
         report,
         ctx.ws.out,
         ctx.ws.scripts,
+        filters=filters,
+        version=version,
         rounds=rounds,
         instructions=instructions,
         suite=suite,

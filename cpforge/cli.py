@@ -168,7 +168,14 @@ def provision(common: Common, *, dest: str, base_url: str) -> Outcome:
 
 
 def bench(
-    common: Common, *, what: str | None, emulate_seconds: str, rounds: str, instructions: bool, suite: str
+    common: Common,
+    *,
+    what: str | None,
+    emulate_seconds: str,
+    rounds: str,
+    instructions: bool,
+    suite: str,
+    version: str = "",
 ) -> Outcome:
     from .speed import SUITES
 
@@ -184,7 +191,16 @@ def bench(
     if what == "speed":
         engine = api.connect(common.engine)
         with progress(0) as p:
-            res = api.bench_speed(ctx, engine, rounds=n_rounds, instructions=instructions, suite=suite, say=p.say)
+            res = api.bench_speed(
+                ctx,
+                engine,
+                rounds=n_rounds,
+                instructions=instructions,
+                suite=suite,
+                filters=common.choice.filters,
+                version=version,
+                say=p.say,
+            )
         return output.bench_speed(res, ctx.ws.out)
     specs = api.select(ctx, "bench", common.choice)
     engine = api.connect(common.engine)

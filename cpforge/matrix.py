@@ -899,8 +899,8 @@ def _check_isa_level(
             m[key][1],
             f"profile `{name}` builds for {isa} without -mneeded in {' and '.join(unmarked)}",
             "add -mneeded to both cflags-nodist and ldflags-nodist: the binaries are then marked with the "
-            "ISA level they need, and glibc refuses them on an older CPU (\"CPU ISA level is lower than "
-            "required\") instead of crashing with SIGILL at the first wider instruction",
+            'ISA level they need, and glibc refuses them on an older CPU ("CPU ISA level is lower than '
+            'required") instead of crashing with SIGILL at the first wider instruction',
         )
 
 
@@ -1063,7 +1063,7 @@ def _check_releases(
                 variant_nodes[var.name],
                 f"variant `{var.name}` cannot be built for CPython {ver.version} "
                 f"(line {vnode.start_mark.line + 1}): its configure refuses it with "
-                f"\"{rule.reason}\" ({rule.source})",
+                f'"{rule.reason}" ({rule.source})',
                 f'add "{ver.minor}-{var.name}-*" to `exclude:` (or drop the variant)',
             )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -198,3 +200,304 @@ def test_a_script_that_times_several_benchmarks_reports_each_of_them() -> None:
         "  logging_silent (fastest process of 1 round(s)): a 100 ms  b 200 ms",
         "  logging_simple (fastest process of 1 round(s)): a 1 s  b 2 s",
     ]
+
+
+# ------------------------------------------------------------------ which release, which builds, which reference
+
+SHIPPED = ROOT / "matrix.yaml"
+
+
+def shipped_matrix() -> Any:
+    from cpforge import matrix as mx
+
+    return mx.load(SHIPPED)
+
+
+def test_by_default_bench_speed_measures_the_default_entrys_release_against_debians_314() -> None:
+    m = shipped_matrix()
+    assert m.default_entry == "3.14-default-trixie-amd64"
+    sel = speed.select_release(m)
+    assert (sel.version, sel.minor, sel.distro.name, sel.platform.arch) == ("3.14.7", "3.14", "trixie", "amd64")
+    assert sel.variants == ("default", "jit", "freethreaded")  # 3.14-freethreaded-jit is excluded by the matrix
+    assert sel.entry("jit") == "3.14-jit-trixie-amd64"
+    ref = sel.reference
+    assert (ref.exe, ref.version, ref.upstream, ref.suite) == ("python3.14", "3.14.7-3", "3.14.7", "forky")
+    packages = [p for p, _ in ref.debs]
+    assert packages == ["libpython3.14-minimal", "libpython3.14-stdlib", "python3.14-minimal", "python3.14"]
+    assert ref.url("http://deb.debian.org/debian/", "python3.14") == (
+        "http://deb.debian.org/debian/pool/main/p/python3.14/python3.14_3.14.7-3_amd64.deb"
+    )
+
+
+@pytest.mark.parametrize("how", [{"version": "3.13.5"}, {"version": "3.13"}, {"filters": ["3.13-*"]}])
+def test_version_or_filter_chooses_313_whose_reference_is_trixies_own_python313(how: dict[str, Any]) -> None:
+    sel = speed.select_release(shipped_matrix(), **how)
+    assert (sel.version, sel.variants) == ("3.13.5", ("default", "jit", "freethreaded"))
+    assert (sel.reference.suite, sel.reference.debs, sel.reference.exe) == ("trixie", (), "python3.13")
+
+
+def test_a_filter_also_chooses_which_variants_are_measured() -> None:
+    sel = speed.select_release(shipped_matrix(), filters=["3.14-default-*", "3.14-freethreaded-*"])
+    assert (sel.version, sel.variants) == ("3.14.7", ("default", "freethreaded"))
+    # arm64 and bullseye entries are not what bench speed measures: they do not count
+    sel = speed.select_release(shipped_matrix(), filters=["*-amd64"], version="3.14.7")
+    assert sel.variants == ("default", "jit", "freethreaded")
+
+
+@pytest.mark.parametrize(
+    ("how", "message", "hint"),
+    [
+        ({"version": "3.12.1"}, "no release '3.12.1' in", "choose one of: 3.14.7, 3.13.5 (--version)"),
+        ({"filters": ["3.14-*-arm64"]}, "no trixie amd64 entry matches --filter 3.14-*-arm64", "--filter '3.14-*'"),
+        ({"filters": ["3.13-*"], "version": "3.14"}, "no trixie amd64 entry matches --version 3.14 --filter", ""),
+        (
+            {"filters": ["*-default-trixie-amd64"]},
+            "matches entries of 3.13.5 and 3.14.7: bench speed measures one release",
+            "add --version 3.14.7, or narrow the filter, e.g. '3.14-*'",
+        ),
+        ({"filters": ["3.14-jit-*"]}, "leaves out 3.14-default-trixie-amd64: every ratio", "--filter '3.14-*'"),
+    ],
+)
+def test_a_selection_that_names_no_single_release_is_refused(
+    how: dict[str, Any], message: str, hint: str, tmp_path: Path
+) -> None:
+    with pytest.raises(speed.BenchError, match=re.escape(message)) as err:
+        speed.speed(NoEngine(), shipped_matrix(), fake_report([]), tmp_path, tmp_path, **how)  # type: ignore[arg-type]
+    assert err.value.exit_code == 14
+    assert hint in (err.value.hint or "")
+    assert not list(tmp_path.iterdir())  # refused before anything was fetched, built or written
+
+
+def test_a_release_with_no_debian_reference_or_another_debian_release_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(speed, "REFERENCES", {k: v for k, v in speed.REFERENCES.items() if k != "3.13"})
+    with pytest.raises(speed.BenchError, match=r"no Debian reference for Python 3\.13") as err:
+        speed.select_release(shipped_matrix(), version="3.13.5")
+    assert "REFERENCES" in str(err.value)
+    later = speed.DebianReference(minor="3.14", suite="sid", version="3.14.8-1", debs=(("python3.14", "0" * 64),))
+    monkeypatch.setattr(speed, "REFERENCES", {"3.14": later})
+    with pytest.raises(speed.BenchError, match=r"3\.14\.8-1 .* is release 3\.14\.8, not the matrix's 3\.14\.7"):
+        speed.select_release(shipped_matrix())
+
+
+def test_every_release_of_the_shipped_matrix_has_a_debian_reference_of_that_release() -> None:
+    m = shipped_matrix()
+    for v in m.versions:
+        sel = speed.select_release(m, version=v.version)
+        assert sel.reference.minor == v.minor
+        assert not sel.reference.version or sel.reference.upstream == v.version
+
+
+class NoEngine:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the engine was used: {name}")
+
+
+def fake_report(results: list[tuple[str, str, str, str]]) -> Any:
+    """A report of (entry id, profile, version, status) builds."""
+    from cpforge.report import EntryResult, Report
+
+    entries = {}
+    for eid, prof, version, status in results:
+        key = f"{eid}@{prof}"
+        entries[key] = EntryResult(
+            key=key,
+            id=eid,
+            profile=prof,
+            version=version,
+            variant=eid.split("-")[1],
+            platform="linux/amd64",
+            status=status,
+            image_id=f"sha256:{key}",
+        )
+    return Report(Path("report.json"), entries)
+
+
+def test_the_builds_measured_are_the_chosen_releases_passed_ones() -> None:
+    sel = speed.select_release(shipped_matrix())
+    report = fake_report(
+        [
+            ("3.14-default-trixie-amd64", "quick", "3.14.7", "passed"),
+            ("3.14-default-trixie-amd64", "release", "3.14.6", "passed"),  # an older 3.14: not this release
+            ("3.14-jit-trixie-amd64", "release", "3.14.7", "failed"),
+            ("3.14-jit-trixie-amd64", "quick", "3.14.7", "passed"),
+            ("3.14-freethreaded-trixie-amd64", "quick", "3.14.7", "passed"),
+            ("3.13-default-trixie-amd64", "release", "3.13.5", "passed"),
+        ]
+    )
+    chosen, notes = speed.choose_builds(report, sel)
+    assert {label: key for label, (key, _) in chosen.items()} == {
+        "ours-quick": "3.14-default-trixie-amd64@quick",
+        "jit": "3.14-jit-trixie-amd64@quick",  # release failed: quick stands in
+        "freethreaded": "3.14-freethreaded-trixie-amd64@quick",
+        "gil-quick": "3.14-default-trixie-amd64@quick",  # the default build of the free-threaded one's profile
+    }
+    assert notes == ["ours-release: no passed 3.14.7 build of 3.14-default-trixie-amd64 (release); skipped"]
+    debian = speed.ReferenceImage(
+        image="deb", exe="python3.14", base="b", suite="forky", debian_version="3.14.7-3",
+        python_version="3.14.7", libc="glibc 2.43", origin="pool",
+    )  # fmt: skip
+    contenders = speed.contenders_for(debian, chosen)
+    assert [(c.label, c.image, c.exe, c.env) for c in contenders] == [
+        ("debian", "deb", "python3.14", ()),
+        ("ours-quick", "sha256:3.14-default-trixie-amd64@quick", "python3", ()),
+        ("jit-on", "sha256:3.14-jit-trixie-amd64@quick", "python3", (("PYTHON_JIT", "1"),)),
+        ("jit-off", "sha256:3.14-jit-trixie-amd64@quick", "python3", (("PYTHON_JIT", "0"),)),
+    ]
+
+
+def test_no_passed_default_build_of_the_release_is_refused_with_the_build_to_run() -> None:
+    sel = speed.select_release(shipped_matrix())
+    report = fake_report([("3.13-default-trixie-amd64", "quick", "3.13.5", "passed")])
+    with pytest.raises(speed.BenchError, match=r"no passed 3\.14\.7 build of 3\.14-default-trixie-amd64") as err:
+        speed.choose_builds(report, sel)
+    assert "invoke build --filter '3.14-default-trixie-amd64' --profile release" in (err.value.hint or "")
+
+
+def test_the_reference_base_is_ours_when_the_suite_matches_else_a_bootstrapped_one() -> None:
+    m = shipped_matrix()
+    trixie = m.distros[0]
+    assert speed.reference_distro(speed.REFERENCES["3.13"], trixie, m) is trixie
+    forky = speed.reference_distro(speed.REFERENCES["3.14"], trixie, m)
+    assert (forky.name, forky.suite, forky.pull) == ("forky", "forky", None)
+    # a testing suite's Release is valid for a week: a mirror snapshot older than that still serves it
+    assert forky.mirror == "deb [check-valid-until=no] http://deb.debian.org/debian forky main"
+    assert forky.base_image(m.platforms[0]) == "cpforge/debian:forky-amd64"
+
+
+# ------------------------------------------------------------------ the .debs from the pool
+
+
+def pool(tmp_path: Path, files: dict[str, bytes]) -> str:
+    """A mirror on disk laid out like Debian's pool; returns its file:// URL."""
+    d = tmp_path / "mirror" / "pool" / "main" / "p" / "python3.14"
+    d.mkdir(parents=True)
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    return (tmp_path / "mirror").as_uri()
+
+
+def test_debs_are_fetched_from_the_pool_by_exact_version_and_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    blobs = {"python3.14-minimal": b"minimal deb", "python3.14": b"python deb"}
+    ref = speed.DebianReference(
+        minor="3.14",
+        suite="forky",
+        version="3.14.7-3",
+        debs=tuple((p, hashlib.sha256(b).hexdigest()) for p, b in blobs.items()),
+    )
+    mirror = pool(tmp_path, {f"{p}_3.14.7-3_amd64.deb": b for p, b in blobs.items()})
+    cache, said = tmp_path / "cache", []
+    got = speed.fetch_debs(ref, mirror, cache, said.append)
+    assert {n: p.read_bytes() for n, p in got.items()} == {
+        "python3.14-minimal_3.14.7-3_amd64.deb": b"minimal deb",
+        "python3.14_3.14.7-3_amd64.deb": b"python deb",
+    }
+    assert said == [f"… fetching {mirror}/pool/main/p/python3.14/python3.14-minimal_3.14.7-3_amd64.deb",
+                    f"… fetching {mirror}/pool/main/p/python3.14/python3.14_3.14.7-3_amd64.deb"]  # fmt: skip
+    # verified copies in the cache are used again without the mirror
+    import shutil
+
+    shutil.rmtree(tmp_path / "mirror")
+    said.clear()
+    assert speed.fetch_debs(ref, mirror, cache, said.append) == got and said == []
+
+
+def test_a_deb_whose_sha256_differs_from_the_pin_is_refused_and_not_kept(tmp_path: Path) -> None:
+    ref = speed.DebianReference(minor="3.14", suite="forky", version="3.14.7-3", debs=(("python3.14", "a" * 64),))
+    mirror = pool(tmp_path, {"python3.14_3.14.7-3_amd64.deb": b"someone else's build"})
+    cache = tmp_path / "cache"
+    with pytest.raises(speed.BenchError, match=r"not the a{64} pinned for Debian's python3\.14 3\.14\.7-3") as err:
+        speed.fetch_debs(ref, mirror, cache, lambda _: None)
+    assert "refused" in str(err.value)
+    assert list(cache.iterdir()) == []  # no partial or unverified file left behind
+    with pytest.raises(speed.BenchError, match=re.escape("cannot download Debian's python3.14 3.14.7-3")) as err:
+        speed.fetch_debs(ref, (tmp_path / "nowhere").as_uri(), cache, lambda _: None)
+    assert list(cache.iterdir()) == []
+
+
+# ------------------------------------------------------------------ the reference image
+
+
+class ReferenceEngine:
+    """Builds succeed; the interpreter in the built image reports ``facts``; records builds and runs."""
+
+    def __init__(self, facts: dict[str, str]) -> None:
+        self.facts = facts
+        self.built: list[dict[str, bytes]] = []
+        self.ran: list[list[str]] = []
+
+    def image_id(self, ref: str) -> str:
+        return f"sha256:{ref}"
+
+    def image_labels(self, ref: str) -> dict[str, str]:
+        return {}  # a base that was pulled: kept as it is
+
+    def build(self, context: Any, *, tag: str, log: Any, **kw: Any) -> str:
+        import tarfile
+
+        with tarfile.open(fileobj=context) as tar:
+            self.built.append({m.name: tar.extractfile(m).read() for m in tar.getmembers()})  # type: ignore[union-attr]
+        return f"sha256:{tag}"
+
+    def run(self, image: str, command: list[str], **kw: Any) -> SimpleNamespace:
+        self.ran.append(command)
+        return SimpleNamespace(exit_code=0, stdout=json.dumps(self.facts), stderr="")
+
+
+def test_debians_314_is_built_from_the_pinned_debs_on_a_forky_base_and_named_exactly(tmp_path: Path) -> None:
+    import hashlib
+
+    ref = speed.DebianReference(
+        minor="3.14", suite="forky", version="3.14.7-3", debs=(("python3.14", hashlib.sha256(b"deb").hexdigest()),)
+    )
+    sel = dataclasses.replace(speed.select_release(shipped_matrix()), reference=ref)
+    (tmp_path / "cache" / "debs").mkdir(parents=True)
+    (tmp_path / "cache" / "debs" / "python3.14_3.14.7-3_amd64.deb").write_bytes(b"deb")
+    eng = ReferenceEngine({"python": "3.14.7", "dpkg": "3.14.7-3", "libc": "glibc 2.43"})
+    got = speed.reference_image(eng, shipped_matrix(), sel, tmp_path, lambda _: None)  # type: ignore[arg-type]
+    assert (got.base, got.debian_version, got.python_version, got.exe) == (
+        "cpforge/debian:forky-amd64", "3.14.7-3", "3.14.7", "python3.14",
+    )  # fmt: skip
+    assert "python3.14 from the Debian pool, sha256-pinned; the rest from forky" in got.describe()
+    (ctx,) = eng.built
+    assert ctx["debs/python3.14_3.14.7-3_amd64.deb"] == b"deb"
+    dockerfile = ctx["Dockerfile"].decode()
+    assert dockerfile.startswith("FROM cpforge/debian:forky-amd64 AS install\n")
+    assert "apt-get install -y --no-install-recommends /tmp/cpforge-debs/*.deb" in dockerfile
+    assert "FROM scratch\nCOPY --from=install / /\n" in dockerfile  # one layer: no .debs or apt caches in it
+    assert eng.ran[0][0] == "python3.14" and eng.ran[0][-1] == "python3.14"  # the probe asks dpkg about it
+    md = speed.markdown(speed.SpeedResult(release=sel.version, reference=dataclasses.asdict(got)))
+    assert "Release 3.14.7: our builds against Debian's own build" in md
+    assert "Debian's `python3.14` **3.14.7-3** (Python 3.14.7), installed on `cpforge/debian:forky-amd64`" in md
+
+
+@pytest.mark.parametrize(
+    ("facts", "message"),
+    [
+        ({"python": "3.14.8", "dpkg": "3.14.7-3", "libc": "glibc 2.43"}, "is Python 3.14.8, not 3.14.7"),
+        ({"python": "3.14.7", "dpkg": "3.14.7-4", "libc": "glibc 2.43"}, "3.14.7-4 installed, not the pinned 3.14.7-3"),
+    ],
+)
+def test_a_reference_that_is_not_the_same_release_is_refused(facts: dict[str, str], message: str) -> None:
+    got = speed.ReferenceImage(
+        image="sha256:x", exe="python3.14", base="cpforge/debian:forky-amd64", suite="forky",
+        debian_version=facts["dpkg"], python_version=facts["python"], libc=facts["libc"], origin="pool",
+    )  # fmt: skip
+    with pytest.raises(speed.BenchError, match=re.escape(message)):
+        speed.check_reference(got, speed.REFERENCES["3.14"], "3.14.7")
+
+
+def test_trixies_python313_comes_from_apt_on_our_own_base_and_must_be_3135(tmp_path: Path) -> None:
+    sel = speed.select_release(shipped_matrix(), version="3.13.5")
+    eng = ReferenceEngine({"python": "3.13.5", "dpkg": "3.13.5-2", "libc": "glibc 2.41"})
+    got = speed.reference_image(eng, shipped_matrix(), sel, tmp_path, lambda _: None)  # type: ignore[arg-type]
+    assert (got.base, got.debian_version, got.origin) == ("cpforge/debian:trixie-amd64", "3.13.5-2", "trixie's apt")
+    dockerfile = eng.built[0]["Dockerfile"].decode()
+    assert dockerfile.startswith("FROM cpforge/debian:trixie-amd64\n")
+    assert "apt-get install -y --no-install-recommends python3.13 && apt-get clean" in dockerfile
+    eng.facts["python"] = "3.13.9"
+    with pytest.raises(speed.BenchError, match=re.escape("is Python 3.13.9, not 3.13.5")):
+        speed.reference_image(eng, shipped_matrix(), sel, tmp_path, lambda _: None)  # type: ignore[arg-type]
