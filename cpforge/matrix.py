@@ -49,6 +49,12 @@ MIRROR_RE = re.compile(r"^(/|\.\.?/)|^(debian\+)?" + URL_RE.pattern.removeprefix
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 PULL_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 TAG_SUFFIX_RE = re.compile(r"^[a-z0-9._-]*$")
+# A Docker engine a build may use (cpforge/transport.py): a local socket, tcp:// (TLS), ssh://.
+# No password can be written: URLs are printed and recorded in the build report.
+_HOST = r"([A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+ENGINE_URL_RE = re.compile(
+    r"^(unix:///[A-Za-z0-9._/-]+|tcp://" + _HOST + r"|ssh://([A-Za-z_][A-Za-z0-9_.-]*@)?" + _HOST + r")$"
+)
 NULL_TAG = "tag:yaml.org,2002:null"
 
 # platform -> (docker arch, uname machine, GNU triplet, ELF e_machine name)
@@ -57,6 +63,7 @@ KNOWN_PLATFORMS: dict[str, tuple[str, str, str]] = {
     "linux/arm64": ("arm64", "aarch64", "aarch64-linux-gnu"),
 }
 PLATFORM_NAMES: tuple[str, ...] = tuple(KNOWN_PLATFORMS)
+PLATFORM_NAME_RE = re.compile("^(" + "|".join(PLATFORM_NAMES) + ")$")
 
 # Flags that cpforge derives itself from typed fields; writing them by hand would let the
 # expectation (derived from the typed field) disagree with the build.
@@ -202,6 +209,17 @@ class Profile:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BuilderEngine:
+    """One Docker engine that builds the entries of one platform (the `builders:` section, or a
+    `--builder PLATFORM=URL[,jobs=N]` flag). An engine may be declared for several platforms."""
+
+    platform: str  # linux/amd64
+    url: str  # unix:///…, tcp://HOST:PORT, ssh://USER@HOST[:PORT] (cpforge/transport.py)
+    jobs: int | None = None  # entries it builds at once; None: --jobs
+    where: str = ""  # where it was declared, for messages: "matrix.yaml:42", "--builder"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Source:
     version: str
     sha256: str
@@ -327,6 +345,7 @@ class Matrix:
     smoke_modules: tuple[str, ...]
     build_platform: Platform = DEFAULT_BUILD_PLATFORM
     exclude: tuple[str, ...] = ()
+    builders: tuple[BuilderEngine, ...] = ()  # the `builders:` section; () when there is none
 
     def profile(self, name: str) -> Profile:
         for p in self.profiles:
@@ -452,6 +471,7 @@ PROFILE_KEYS = (
 SOURCES_KEYS = (Key(name="mirrors", pattern=MIRROR_RE), Key(name="cache"))
 SMOKE_KEYS = (Key(name="modules", pattern=MODULE_RE),)
 DEFAULT_KEYS = (Key(name="entry"), Key(name="profile"))
+BUILDER_KEYS = (Key(name="url", required=True, pattern=ENGINE_URL_RE), Key(name="jobs"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,6 +509,7 @@ class _Draft:
     default_entry: str = ""
     default_node: yaml.Node | None = None
     default_profile: str = ""  # "": the first profile
+    builders: list[BuilderEngine] = field(default_factory=list)
 
 
 def _scalar(ctx: _Ctx, node: yaml.Node, what: str) -> str:
@@ -937,6 +958,59 @@ def _load_default(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
             )
 
 
+def _load_builders(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
+    """`builders:` platform → list of {url, jobs}; one job limit per engine, each engine once per platform."""
+    example = "e.g. `linux/amd64: [{url: unix:///var/run/docker.sock, jobs: 2}]`"
+    if not isinstance(node, yaml.MappingNode):
+        raise ctx.fail(node, "builders must be a mapping of platform → list of engines", example)
+    jobs_of: dict[str, tuple[int, yaml.Node]] = {}
+    for knode, vnode in node.value:
+        plat = _scalar(ctx, knode, "a platform in builders")
+        _platform_check(ctx)(knode, plat)
+        if any(b.platform == plat for b in d.builders):
+            raise ctx.fail(knode, f"builders for {plat} are declared twice", "list all its engines under one key")
+        seen: set[str] = set()
+        for item in _seq(ctx, vnode, f"builders of {plat}"):
+            eng = _builder(ctx, item, plat)
+            if eng.url in seen:
+                raise ctx.fail(item, f"engine {eng.url} is listed twice for {plat}", "keep one of them")
+            seen.add(eng.url)
+            if eng.jobs is not None:
+                first = jobs_of.setdefault(eng.url, (eng.jobs, item))
+                if first[0] != eng.jobs:
+                    raise ctx.fail(
+                        item,
+                        f"engine {eng.url} has jobs {eng.jobs} here and jobs {first[0]} on line "
+                        f"{first[1].start_mark.line + 1}",
+                        "an engine has one job limit, however many platforms it builds: give the same number",
+                    )
+            d.builders.append(eng)
+        if not seen:
+            raise ctx.fail(vnode, f"builders of {plat} is empty", example)
+
+
+def _builder(ctx: _Ctx, node: yaml.Node, plat: str) -> BuilderEngine:
+    m = _mapping(ctx, node, f"a builder of {plat}", BUILDER_KEYS)
+    url = _scalar(ctx, m["url"][1], "url")
+    if "@" in url and ":" in url.split("://", 1)[-1].split("@", 1)[0]:
+        raise ctx.fail(m["url"][1], "an engine URL may not hold a password", "use ssh keys or TLS certificates")
+    _match(
+        ctx,
+        m["url"][1],
+        url,
+        ENGINE_URL_RE,
+        "url",
+        "unix:///var/run/docker.sock, tcp://HOST:2376 (TLS client certificates) or ssh://USER@HOST[:PORT]",
+    )
+    jobs = None
+    if "jobs" in m:
+        raw = _scalar(ctx, m["jobs"][1], "jobs")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ctx.fail(m["jobs"][1], f"jobs must be a whole number of at least 1, not {raw!r}", "e.g. `jobs: 2`")
+        jobs = int(raw)
+    return BuilderEngine(platform=plat, url=url, jobs=jobs, where=f"{ctx.path}:{node.start_mark.line + 1}")
+
+
 # -- the table of top-level keys ---------------------------------------------------------------
 
 
@@ -962,6 +1036,7 @@ SECTIONS = (
     Section(key=Key(name="smoke", keys=SMOKE_KEYS), load=_load_smoke),
     Section(key=Key(name="exclude"), load=_load_exclude),
     Section(key=Key(name="default", keys=DEFAULT_KEYS), load=_load_default),
+    Section(key=Key(name="builders", keys=BUILDER_KEYS, names=PLATFORM_NAME_RE), load=_load_builders),
 )
 TOP_KEYS = tuple(s.key for s in SECTIONS)
 
@@ -1021,6 +1096,7 @@ def _matrix(ctx: _Ctx, root: yaml.Node, d: _Draft) -> Matrix:
         smoke_modules=d.smoke_modules,
         build_platform=d.build_platform,
         exclude=d.exclude,
+        builders=tuple(d.builders),
     )
     _check_releases(ctx, matrix, d.version_nodes, d.variant_nodes)
     if not ids:
