@@ -39,7 +39,12 @@ WHERE = {
     "out": "output directory for logs, artifacts and the report (default: build/ in the repository)",
 }
 REPORT = {"report": "build report to read and update (default: <out>/report.json)"}
-ENGINE = {"engine": "Docker engine URL (default: DOCKER_HOST, else the local socket)"}
+ENGINE = {"engine": "Docker engine URL, one engine for everything (default: DOCKER_HOST, else the local socket)"}
+# After a build: each entry's images are on the engine that built it (the report records it).
+HOLDER = {
+    "engine": "Docker engine URL holding every entry's images (default: the engine each entry's build recorded "
+    "in the report, else DOCKER_HOST, else the local socket)"
+}
 SELECT = {
     "filter": "glob on entry ids, e.g. '3.13-*-amd64' (repeatable)",
     "platform": "only this platform, e.g. linux/arm64 (repeatable)",
@@ -49,6 +54,11 @@ FROM_REPORT = "every entry of the matrix (default: the entries of the build repo
 FROM_DEFAULT = "every entry of the matrix (default: only the matrix's default entry)"
 MIRROR = {"mirror": "extra source mirror, tried first (repeatable)"}
 LISTS = ["filter", "platform", "mirror"]
+BUILDER = {
+    "builder": "PLATFORM=URL[,jobs=N]: build PLATFORM's entries on the Docker engine at URL (unix://, tcp:// "
+    "with TLS client certificates from its docker context or DOCKER_CERT_PATH, ssh://USER@HOST[:PORT]), at most "
+    "N at a time (default: --jobs); repeatable, several engines per platform; replaces matrix.yaml's `builders:`",
+}
 
 
 def friendly(fn: F) -> F:
@@ -179,12 +189,15 @@ def base(
         **MIRROR,
         "matrix": FROM_DEFAULT,
         "keep_going": "build the remaining entries after a failure",
-        "jobs": "N: entries built in parallel, a whole number of at least 1 (default 1)",
+        "jobs": "N: entries built in parallel, a whole number of at least 1 (default 1); with --builder or "
+        "`builders:`, the job limit of each engine declared without jobs=",
         "no_cache": "build without the layer cache",
         "native": "compile on the target platform itself (e.g. on an arm64 runner), never cross-compile",
         "locked": "refuse to build unless every input and package version equals matrix.lock's (exit 10)",
+        **BUILDER,
+        "retry": "build the entries of an engine lost mid-build again on another engine of their platform",
     },
-    iterable=LISTS,
+    iterable=[*LISTS, "builder"],
 )
 @friendly
 def build(
@@ -198,6 +211,8 @@ def build(
     no_cache: bool = False,
     native: bool = False,
     locked: bool = False,
+    builder: list[str] | None = None,
+    retry: bool = False,
     mirror: list[str] | None = None,
     report: str = "",
     engine: str = "",
@@ -207,12 +222,24 @@ def build(
     """Build CPython images, smoke-test them, and tag only those that passed.
 
     Entries: the matrix's default entry, unless --filter, --platform or --matrix choose.
+    Engines: --builder (repeatable), else --engine, else matrix.yaml's `builders:`, else DOCKER_HOST.
     """
     opts = common(matrix_file, out, report, engine, mirror, filter, platform, profile, matrix)
-    show(cli.build(opts, jobs=jobs, keep_going=keep_going, no_cache=no_cache, native=native, locked=locked))
+    show(
+        cli.build(
+            opts,
+            jobs=jobs,
+            keep_going=keep_going,
+            no_cache=no_cache,
+            native=native,
+            locked=locked,
+            builders=tuple(builder or ()),
+            retry=retry,
+        )
+    )
 
 
-@task(help={**WHERE, **REPORT, **ENGINE, **SELECT, **PROFILE, "matrix": FROM_REPORT}, iterable=LISTS)
+@task(help={**WHERE, **REPORT, **HOLDER, **SELECT, **PROFILE, "matrix": FROM_REPORT}, iterable=LISTS)
 @friendly
 def smoke(
     c: InvokeContext,
@@ -255,9 +282,13 @@ def smoke(
         "suite": "speed: which pyperformance benchmarks: core (the default; the headline ratios) or held-out "
         "(every other dependency-free one: a check that nothing was tuned to core; add --no-instructions, "
         "cachegrind is slow on it)",
+        "builder": "build: PLATFORM=URL[,jobs=N] (repeatable, two or more): the matrix wall time on the first "
+        "engine alone, then on all of them, and the scheduler's per-entry overhead (build/bench/fleet.json)",
+        "cached": "build, with --builder: build from the layer cache (measures scheduling, not compiling; "
+        "default: fresh builds, every step of each entry rebuilt)",
     },
     positional=["what"],
-    iterable=LISTS,
+    iterable=[*LISTS, "builder"],
 )
 @friendly
 def bench(
@@ -272,6 +303,8 @@ def bench(
     instructions: bool = True,
     suite: str = "core",
     version: str = "",
+    builder: list[str] | None = None,
+    cached: bool = False,
     report: str = "",
     engine: str = "",
     matrix_file: str = "",
@@ -293,11 +326,13 @@ def bench(
             instructions=instructions,
             suite=suite,
             version=version,
+            builders=tuple(builder or ()),
+            cached=cached,
         )
     )
 
 
-@task(help={**WHERE, **REPORT, **ENGINE, **SELECT, **PROFILE, "matrix": FROM_REPORT}, iterable=LISTS)
+@task(help={**WHERE, **REPORT, **HOLDER, **SELECT, **PROFILE, "matrix": FROM_REPORT}, iterable=LISTS)
 @friendly
 def lock(
     c: InvokeContext,
@@ -322,7 +357,7 @@ def lock(
     help={
         **WHERE,
         **REPORT,
-        **ENGINE,
+        **HOLDER,
         **SELECT,
         **PROFILE,
         "matrix": FROM_REPORT,
@@ -355,7 +390,7 @@ def verify(
     help={
         **WHERE,
         **REPORT,
-        **ENGINE,
+        **HOLDER,
         **SELECT,
         **PROFILE,
         "matrix": FROM_REPORT,
@@ -395,7 +430,7 @@ def publish(
     help={
         **WHERE,
         **REPORT,
-        **ENGINE,
+        **HOLDER,
         **SELECT,
         **PROFILE,
         "matrix": FROM_REPORT,

@@ -18,14 +18,15 @@ from . import lock as lockfile
 from . import matrix as mx
 from . import render, selection
 from .build import Builder, BuildOptions, Workspace, smoke_only
-from .engine import Engine
+from .builders import Fleet, Holders, check_coverage, declared
+from .engine import Engine, EngineAPI
 from .progress import Progress
 from .report import EntryResult, Report
 from .selection import Choice
 from .sources import Fetched, Sources
 
 if TYPE_CHECKING:
-    from .bench import BuildBench
+    from .bench import BuildBench, FleetBench
     from .provision import ProvisionResult
     from .publish import PublishResult
     from .speed import SpeedResult
@@ -120,6 +121,37 @@ def connect(url: str | None = None) -> Engine:
     return Engine.connect(url or None)
 
 
+def fleet(
+    ctx: Context,
+    specs: Sequence[mx.BuildSpec],
+    *,
+    builders: Sequence[str] = (),
+    engine_url: str = "",
+    jobs: int = 1,
+    keep_going: bool = False,
+    say: Callable[[str], None] = print,
+) -> Fleet:
+    """The engines a build of ``specs`` uses: --builder flags, else --engine (one engine for
+    everything), else the matrix's `builders:`, else the default engine (cpforge/builders.py). Every
+    engine is reached first: one that cannot be is an EngineError (exit 5), unless ``keep_going``."""
+    decls = declared(ctx.matrix, builders, engine_url)
+    if not decls:
+        return Fleet.single(connect(engine_url), jobs)
+    check_coverage(ctx.matrix, decls, specs)
+    return Fleet.connect(decls, default_jobs=jobs, keep_going=keep_going, say=say)
+
+
+def holders(ctx: Context, specs: Sequence[mx.BuildSpec], engine_url: str = "") -> Holders:
+    """Where each entry's images are, for the tasks after a build: the engine its build recorded
+    (the report's `engine`), or with ``engine_url`` (an explicit --engine) that engine for all.
+    Every engine ``specs`` need is reached now (EngineError, exit 5, naming one that cannot be)."""
+    found = Holders(url=engine_url, override=bool(engine_url), connect=lambda url: connect(url))
+    report = Report.load(ctx.report_path)
+    for spec in specs:
+        found.of(report.entries.get(spec.key))
+    return found
+
+
 def render_dockerfiles(ctx: Context, check: bool = False) -> list[str]:
     """Write (or, with check, only compare) every entry's Dockerfiles; return the paths that differ."""
     specs = ctx.matrix.expand_all()
@@ -144,29 +176,33 @@ def ensure_bases(
 
 def build(
     ctx: Context,
-    engine: Engine,
+    engine: EngineAPI | Fleet,
     specs: Sequence[mx.BuildSpec],
     options: BuildOptions,
     progress: Progress,
     locked: bool = False,
 ) -> list[EntryResult]:
-    """Build the plan. With ``locked``, refuse unless every input matches matrix.lock."""
+    """Build the plan on ``engine`` (one engine for everything, or a fleet: see `fleet`). With
+    ``locked``, refuse unless every input matches matrix.lock (on every engine: its base images)."""
+    engines = engine if isinstance(engine, Fleet) else Fleet.single(engine, options.jobs)
     lk = lockfile.Lock.load(ctx.lock_path)
     if locked:
         mirrors = lockfile.MirrorIndex(ctx.ws.out / "cache")
-        lockfile.check_locked(lk, ctx.ws.root, ctx.renderer, specs, mirrors, engine=engine)
+        for w in engines.live():
+            mine = [s for s in specs if w.serves(s.platform.name)]
+            lockfile.check_locked(lk, ctx.ws.root, ctx.renderer, mine, mirrors, engine=w.engine)
         options = dataclasses.replace(options, lock=lk)
     elif ctx.lock_path.exists():
         for line in lockfile.stale(lk, ctx.ws.root, ctx.renderer, specs)[:10]:
             progress.say(f"! {ctx.lock_path.name} is stale: {line} (run `invoke lock` after this build)")
     report = Report.load(ctx.report_path)
     progress.attach_logs({s.key: ctx.ws.log_path(s) for s in specs})
-    builder = Builder(engine, ctx.ws, ctx.renderer, ctx.sources(progress), report, progress, options)
+    builder = Builder(engines, ctx.ws, ctx.renderer, ctx.sources(progress), report, progress, options)
     return builder.run(specs)
 
 
 def lock(
-    ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress | None = None
+    ctx: Context, engine: Engine | Holders, specs: Sequence[mx.BuildSpec], progress: Progress | None = None
 ) -> tuple[list[str], list[str]]:
     """Write matrix.lock from the last passing builds of ``specs``, pinning PGO profiles not yet
     pinned. Returns the keys locked and the profiles newly pinned."""
@@ -175,13 +211,17 @@ def lock(
     return lockfile.write(lk, ctx.ws.root, ctx.renderer, report, engine, specs, progress)
 
 
-def smoke(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress) -> list[EntryResult]:
+def smoke(
+    ctx: Context, engine: Engine | Holders, specs: Sequence[mx.BuildSpec], progress: Progress
+) -> list[EntryResult]:
     report = Report.load(ctx.report_path)
     progress.attach_logs({s.key: ctx.ws.log_path(s) for s in specs})
     return smoke_only(engine, ctx.ws, report, specs, progress)
 
 
-def verify(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress: Progress) -> list[VerifyResult]:
+def verify(
+    ctx: Context, engine: Engine | Holders, specs: Sequence[mx.BuildSpec], progress: Progress
+) -> list[VerifyResult]:
     """Rebuild ``specs`` without the layer cache and compare them bit for bit with their last build."""
     from .verify import verify as run_verify
 
@@ -192,7 +232,7 @@ def verify(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress
 
 def publish(
     ctx: Context,
-    engine: Engine,
+    engine: Engine | Holders,
     specs: Sequence[mx.BuildSpec],
     registry: str,
     *,
@@ -220,7 +260,7 @@ def publish(
 
 def provision(
     ctx: Context,
-    engine: Engine,
+    engine: Engine | Holders,
     specs: Sequence[mx.BuildSpec],
     dest: Path,
     base_url: str,
@@ -241,6 +281,16 @@ def bench_build(
 
     progress.attach_logs({s.key: ctx.ws.log_path(s) for s in specs})
     return build_ratio(ctx, engine, specs, progress, emulate_seconds=emulate_seconds)
+
+
+def bench_fleet(
+    ctx: Context, fleet: Fleet, specs: Sequence[mx.BuildSpec], progress: Progress, cached: bool = False
+) -> FleetBench:
+    """Matrix wall time of ``specs`` on the fleet's first engine alone, then on all its engines, and
+    the scheduler's per-entry overhead (build/bench/fleet.json)."""
+    from .bench import fleet_bench
+
+    return fleet_bench(ctx, fleet, specs, progress, cached=cached)
 
 
 def bench_speed(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import Engine, context_tar
+from .engine import EngineAPI, context_tar
 from .errors import BaseImageError
 from .matrix import Distro, Platform
 
@@ -83,7 +83,7 @@ def check_emulation(plat: Platform, binfmt_dir: Path = BINFMT_DIR) -> None:
 
 
 def ensure(
-    engine: Engine,
+    engine: EngineAPI,
     distro: Distro,
     plat: Platform,
     workdir: Path,
@@ -111,7 +111,7 @@ def ensure(
     return BaseResult(ref, image_id, "bootstrapped", time.monotonic() - start)
 
 
-def bootstrap(engine: Engine, distro: Distro, plat: Platform, workdir: Path, log: Callable[[str], None]) -> str:
+def bootstrap(engine: EngineAPI, distro: Distro, plat: Platform, workdir: Path, log: Callable[[str], None]) -> str:
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise BaseImageError(

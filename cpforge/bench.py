@@ -6,6 +6,12 @@ entry's cost: the base images, and the build-python stage a cross build needs, w
 release makes for every variant and profile (its time is reported on its own). Optionally a
 time-capped run of the same build fully emulated under QEMU (an arm64 builder container),
 extrapolated from how far it got.
+
+`bench build --builder …` (a fleet): the selected entries built as `invoke build` builds them, first
+on the fleet's first engine alone, then on all its engines; the matrix wall time of each run, and the
+scheduler's own cost: per entry, the time from "could start" (queued, and a job slot free on its
+engine) to "its engine is asked to build", and the scheduler thread's CPU time. Engines on one host
+share its CPUs, so there the wall times measure scheduling, not a speed-up; the result says so.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from . import api
-from .build import Builder, BuildOptions
+from .build import Builder, BuildOptions, Workspace
+from .builders import Fleet, Worker
 from .engine import Engine, context_tar
+from .errors import BenchError
 from .fsutil import atomic_write_text
 from .matrix import BuildSpec
 from .progress import Progress, fmt_seconds
@@ -217,3 +225,87 @@ def emulated_partial(
         out["estimated_ratio_vs_native_configure_make"] = round(est / (native.configure + native.make), 2)
     out["native_compile_stage_seconds"] = round(native_artifact_seconds, 1)
     return out
+
+
+# ------------------------------------------------------------------------------------------ fleet
+
+
+@dataclass
+class FleetBench:
+    entries: list[str] = field(default_factory=list)
+    cached: bool = False  # built from the layer cache (measures scheduling), else fresh (every step rebuilt)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # one per fleet: engines, wall time, overhead
+    note: str = ""  # e.g. the engines share one host's CPUs
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def _alone(w: Worker) -> Fleet:
+    return Fleet([Worker(url=w.url, platforms=w.platforms, jobs=w.jobs, where=w.where, engine=w.engine)])
+
+
+def fleet_bench(
+    ctx: api.Context, fleet: Fleet, specs: Sequence[BuildSpec], progress: Progress, cached: bool = False
+) -> FleetBench:
+    """``specs`` built on the fleet's first engine alone, then on all of it (module docstring). Nothing
+    is tagged; each run has its own report and logs under <out>/bench/fleet-<n>/."""
+    live = fleet.live()
+    if len(live) < 2:
+        raise BenchError("bench build with --builder needs at least two reachable engines", hint="add a --builder")
+    if any(not live[0].serves(s.platform.name) for s in specs):
+        raise BenchError(
+            f"the first engine, {live[0].url}, does not build every selected platform, so it cannot build the "
+            "matrix alone",
+            hint="name first a --builder that builds every selected platform, or choose entries with --platform",
+        )
+    bench = FleetBench(entries=[s.key for s in specs], cached=cached)
+    hosts = {w.engine.host for w in live if isinstance(w.engine, Engine)}
+    if len(hosts) < len(live):
+        bench.note = (
+            f"the engines share the CPUs of {len(hosts)} host(s) ({', '.join(sorted(hosts))}): the wall times "
+            "measure correctness and scheduling overhead here, not a speed-up"
+        )
+    options = BuildOptions(fresh=not cached, keep_going=True, promote=False)
+    for n, run_fleet in enumerate((_alone(live[0]), Fleet([_alone(w).workers[0] for w in live])), start=1):
+        ws = Workspace(root=ctx.ws.root, out=ctx.ws.out / "bench" / f"fleet-{n}")
+        report = Report(ws.out / "report.json")
+        progress.say(f"… bench run {n}: {len(specs)} entries on {', '.join(w.url for w in run_fleet.workers)}")
+        builder = Builder(run_fleet, ws, ctx.renderer, ctx.sources(progress), report, progress, options)
+        t0 = time.monotonic()
+        results = builder.run(specs)
+        wall = time.monotonic() - t0
+        stats = builder.last_schedule
+        dispatch = sorted(stats.dispatch.values()) if stats else []
+        bench.runs.append(
+            {
+                "engines": [w.describe() for w in run_fleet.workers],
+                "wall_seconds": round(wall, 1),
+                "passed": sum(r.passed for r in results),
+                "built_on": stats.engine_of if stats else {},
+                "dispatch_seconds": {k: round(v, 3) for k, v in sorted((stats.dispatch if stats else {}).items())},
+                "dispatch_median_seconds": round(dispatch[len(dispatch) // 2], 3) if dispatch else None,
+                "dispatch_max_seconds": round(dispatch[-1], 3) if dispatch else None,
+                "scheduler_cpu_seconds": round(stats.cpu_seconds, 4) if stats else None,
+            }
+        )
+    atomic_write_text(ctx.ws.out / "bench" / "fleet.json", bench.to_json())
+    return bench
+
+
+def fleet_lines(bench: FleetBench, out: Path) -> list[str]:
+    """What `invoke bench build --builder …` prints."""
+    kind = "from the layer cache" if bench.cached else "fresh (every step of each entry rebuilt)"
+    lines = [f"  {len(bench.entries)} entries, built {kind}"]
+    for n, run in enumerate(bench.runs, start=1):
+        lines.append(
+            f"  run {n}: {len(run['engines'])} engine(s): matrix wall time {fmt_seconds(run['wall_seconds'])} "
+            f"({run['passed']}/{len(bench.entries)} passed); per entry, ready → engine building: median "
+            f"{run['dispatch_median_seconds']}s, max {run['dispatch_max_seconds']}s; scheduler CPU "
+            f"{run['scheduler_cpu_seconds']}s"
+        )
+        lines += [f"      {e}" for e in run["engines"]]
+    if bench.note:
+        lines.append(f"  note: {bench.note}")
+    lines.append(f"results: {out / 'bench' / 'fleet.json'}")
+    return lines

@@ -20,20 +20,23 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import base as base_images
 from . import diagnose, render, smoke
-from .engine import Engine, context_tar
+from .builders import Fleet, Holders, Worker, ensure_bases
+from .engine import Engine, EngineAPI, context_tar
 from .errors import CpforgeError, Interrupted, RenderError
 from .lock import Lock, package_drift, packages_in, pinned_pgo_profile
-from .matrix import BuildSpec, Platform
+from .matrix import BuildSpec, Distro, Platform
 from .progress import Progress, fmt_seconds
 from .report import EntryResult, Report
 from .sources import Sources, sha256_file
+
+if TYPE_CHECKING:
+    from .scheduler import ScheduleStats
 
 # The artifact stage of a PGO build copies pgo/ (so the COPY never fails before a profile is pinned);
 # cpforge's own context holds this note and, once pinned, the entry's profile only.
@@ -81,6 +84,18 @@ class BuildOptions:
     promote: bool = True  # tag images that passed (False: keep them untagged, e.g. for verify)
     lock: Lock | None = None  # --locked: installed package versions must equal the lock's
     native: bool = False  # compile on the target platform itself (a native arm64 runner), never cross
+    retry: bool = False  # an entry whose engine was lost during its build is built again on another one
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where one attempt at an entry runs, as the scheduler decided it."""
+
+    engine: EngineAPI
+    native: bool = False  # the engine's own architecture is the entry's platform: no cross build
+    ready_at: float | None = None  # when the entry could have started (monotonic): the scheduling overhead
+    earlier: tuple[dict[str, Any], ...] = ()  # earlier attempts of this run, on engines that were lost
+    announce: bool = False  # name the engine in progress lines (a run on several engines)
 
 
 @contextlib.contextmanager
@@ -122,9 +137,12 @@ def blank_result(spec: BuildSpec, ws: Workspace) -> EntryResult:
 
 
 class Builder:
+    """Builds entries: `run` a plan on the fleet (cpforge/scheduler.py decides which engine builds
+    which entry), or `build_one` entry on one engine."""
+
     def __init__(
         self,
-        engine: Engine,
+        engine: EngineAPI | Fleet,
         ws: Workspace,
         renderer: render.Renderer,
         sources: Sources,
@@ -132,15 +150,24 @@ class Builder:
         progress: Progress,
         options: BuildOptions,
     ) -> None:
-        self.engine = engine
+        self.fleet = engine if isinstance(engine, Fleet) else Fleet.single(engine, options.jobs)
         self.ws = ws
         self.renderer = renderer
         self.sources = sources
         self.report = report
         self.progress = progress
         self.options = options
+        self.last_schedule: ScheduleStats | None = None  # the scheduler's numbers for the last `run`
         self._report_lock = threading.Lock()
-        self._failed = threading.Event()
+        # Each entry's report line from before this run's first attempt at it: what a retry compares with.
+        self._before: dict[str, EntryResult | None] = {}
+
+    @property
+    def engine(self) -> EngineAPI:
+        """The first engine of the fleet (the only one when there is one engine for everything)."""
+        live = self.fleet.live() or self.fleet.workers
+        assert live[0].engine is not None
+        return live[0].engine
 
     # ------------------------------------------------------------------ preflight
 
@@ -154,94 +181,70 @@ class Builder:
                 hint="run `invoke render` and commit the result",
             )
         self.sources.ensure_all([s.source for s in specs])
-        for plat in sorted({s.platform for s in specs}, key=lambda p: p.name):
-            base_images.check_emulation(plat)  # smoke tests of foreign platforms run under QEMU
-        needed = {(s.distro, p) for s in specs for p in (s.platform, self._builder_platform(s))}
-        for distro, plat in sorted(needed, key=lambda x: (x[0].name, x[1].name)):
-            res = base_images.ensure(self.engine, distro, plat, self.ws.out / "base", self.progress.say)
-            if res.how != "present":
-                self.progress.say(f"✓ base {res.ref} {res.how} in {fmt_seconds(res.seconds)}")
+        needs: dict[Worker, set[tuple[Distro, Platform]]] = {}
+        for w in self.fleet.live():
+            mine = [s for s in specs if w.serves(s.platform.name)]
+            if not self.fleet.several or w.url.startswith("unix://"):  # a local engine: QEMU is this host's
+                for plat in sorted({s.platform for s in mine}, key=lambda p: p.name):
+                    base_images.check_emulation(plat)  # smoke tests of foreign platforms run under QEMU
+            needs[w] = {(s.distro, p) for s in mine for p in (s.platform, self._builder_platform(s, self.place(s, w)))}
+        ensure_bases(self.fleet, needs, self.ws.out / "base", self.progress.say)
 
     # ------------------------------------------------------------------ plan
 
     def run(self, specs: Sequence[BuildSpec]) -> list[EntryResult]:
-        """Build the plan, ``jobs`` entries at a time. The first SIGINT or SIGTERM starts no new entry,
-        cancels the builds and containers under way, tags nothing, records the running entries as
-        `interrupted` and raises Interrupted (exit 130)."""
-        self.preflight(specs)
-        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs))
-        futures = [(spec, pool.submit(self._guarded, spec)) for spec in specs]
+        """Build the plan on the fleet, each engine at most its job limit at a time. The first SIGINT
+        or SIGTERM starts no new entry, cancels the builds and containers under way, tags nothing,
+        records the running entries as `interrupted` and raises Interrupted (exit 130)."""
+        from .scheduler import Scheduler
+
+        buildable = [s for s in specs if self.fleet.serving(s.platform.name)]  # the rest: no engine left
+        if buildable:
+            self.preflight(buildable)
+        scheduler = Scheduler(self)
         try:
-            with interrupts_raise_keyboardinterrupt():
-                results = [fut.result() for _spec, fut in futures]
-        except KeyboardInterrupt:
-            self._stop(pool, [f for _s, f in futures])
-            done = [f.result() for _s, f in futures if f.done() and not f.cancelled()]
-            stopped = [r.key for r in done if r.status == "interrupted"]
-            raise Interrupted(
-                f"interrupted: stopped {', '.join(stopped) or 'nothing'}; {len(done) - len(stopped)} of "
-                f"{len(futures)} entries had finished, {len(futures) - len(done)} never started; "
-                "nothing unproven was tagged",
-                hint="rerun the same command: the steps that finished come from the layer cache",
-            ) from None
+            return scheduler.run(specs)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        return results
+            self.last_schedule = scheduler.stats
 
-    def _stop(self, pool: ThreadPoolExecutor, futures: list[Future[EntryResult]]) -> None:
-        """Cancel queued entries, end the engine work of running ones, and wait (seconds) for them."""
-        self.progress.say("! interrupted: stopping the builds and containers under way (this takes seconds)")
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._still_stopping) if main else None
-        try:
-            for fut in futures:
-                fut.cancel()
-            self.engine.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+    def place(self, spec: BuildSpec, worker: Worker | None = None, **kw: Any) -> Placement:
+        """``spec`` on ``worker`` (default: the first live engine that builds its platform)."""
+        if worker is None:
+            worker = next((w for w in self.fleet.live() if w.serves(spec.platform.name)), self.fleet.workers[0])
+        assert worker.engine is not None
+        native = worker.engine.arch == spec.platform.arch
+        return Placement(engine=worker.engine, native=native, announce=self.fleet.several, **kw)
 
-    def _still_stopping(self, signum: int, frame: object) -> None:
-        self.progress.say("! still stopping the work under way; please wait")
-
-    def _guarded(self, spec: BuildSpec) -> EntryResult:
-        if self._failed.is_set() and not self.options.keep_going:
-            res = blank_result(spec, self.ws)
-            res.status = "skipped"
-            res.problems = ["not built: an earlier entry failed (use --keep-going to build the rest)"]
-            res.reason = res.problems[0]
-            self.progress.done(spec.key, False, "skipped (an earlier entry failed)")
-            self._record(res)
-            return res
-        res = self.build_one(spec)
-        if not res.passed:
-            self._failed.set()
-        return res
-
-    def _record(self, res: EntryResult) -> None:
+    def record(self, res: EntryResult) -> None:
         with self._report_lock:
             self.report.update(res)
             self.report.save()
 
     # ------------------------------------------------------------------ one entry
 
-    def build_one(self, spec: BuildSpec) -> EntryResult:
-        """artifact stage → cpython.tar → runtime image → (locked packages) → smoke → promote."""
+    def build_one(self, spec: BuildSpec, place: Placement | None = None) -> EntryResult:
+        """artifact stage → cpython.tar → runtime image → (locked packages) → smoke → promote, on the
+        placement's engine (default: the fleet's first engine for the entry's platform)."""
+        place = place or self.place(spec)
+        eng = place.engine
         res = blank_result(spec, self.ws)
-        res.builder_platform = self._builder_platform(spec).name
-        previous = self.report.entries.get(spec.key)
+        res.builder_platform = self._builder_platform(spec, place).name
+        res.engine, res.attempts = eng.url, list(place.earlier)
+        if spec.key not in self._before:
+            self._before[spec.key] = self.report.entries.get(spec.key)
+        previous = self._before[spec.key]
         logpath = self.ws.log_path(spec)
         logpath.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        self.progress.start(spec.key, f"building artifact (log: {logpath})")
+        on = f" on {eng.url}" if place.announce else ""
+        self.progress.start(spec.key, f"building artifact{on} (log: {logpath})")
         try:
             with logpath.open("w", encoding="utf-8") as log:
-                artifact_image = self._artifact_stage(spec, res, log)
-                tarball = self._take_artifact(spec, res, artifact_image, previous)
-                image = self._runtime_image(spec, res, tarball, log)
-            self._judge(spec, res, artifact_image, image, previous)
-            self._promote_or_discard(spec, res, image)
+                artifact_image = self._artifact_stage(spec, res, log, place)
+                tarball = self._take_artifact(spec, res, artifact_image, previous, eng)
+                image = self._runtime_image(spec, res, tarball, log, eng)
+            self._judge(spec, res, artifact_image, image, previous, place)
+            self._promote_or_discard(spec, res, image, eng)
         except Interrupted as exc:
             res.status, res.problems = "interrupted", [str(exc)]
         except CpforgeError as exc:
@@ -254,8 +257,8 @@ class Builder:
                 log.write(traceback.format_exc())
         res.reason = res.problems[0].splitlines()[0] if res.problems else ""
         res.durations["total"] = time.monotonic() - t0
-        self._record(res)
-        self._announce(spec, res)
+        self.record(res)
+        self.announce(spec, res, on)
         return res
 
     def _context(self, spec: BuildSpec, res: EntryResult) -> IO[bytes]:
@@ -273,10 +276,11 @@ class Builder:
                 res.pgo_profile["pinned"] = sha256_file(pinned)
         return context_tar(files)
 
-    def _artifact_stage(self, spec: BuildSpec, res: EntryResult, log: IO[str]) -> str:
+    def _artifact_stage(self, spec: BuildSpec, res: EntryResult, log: IO[str], place: Placement) -> str:
         """Build the Dockerfile's `artifact` stage (after a cross build's build-python stage); its image id."""
         t = time.monotonic()
-        builder = self._builder_platform(spec)
+        eng = place.engine
+        builder = self._builder_platform(spec, place)
         common: dict[str, Any] = {
             "platform": builder.name,
             "buildargs": {"BUILDER_ARCH": builder.arch},
@@ -284,17 +288,21 @@ class Builder:
             "log": log,
         }
         prereqs: list[str] = []
+        context = self._context(spec, res)
+        if place.ready_at is not None:  # from "could start" to "the engine is asked to build"
+            res.durations["dispatch"] = time.monotonic() - place.ready_at
         if spec.cross:
             # Built on its own first (a cache hit after the release's first cross build): its id names
             # it as a cache source below, since the artifact stage only copies from it.
             self.progress.step(spec.key, "build-python stage (one per release, shared by its cross builds)")
-            res.build_python_image_id = self.engine.build(self._context(spec, res), target="build-python", **common)
+            res.build_python_image_id = eng.build(context, target="build-python", **common)
             res.durations["build_python"] = time.monotonic() - t
             prereqs.append(res.build_python_image_id)
-        image = self.engine.build(
-            self._context(spec, res),
+            context = self._context(spec, res)
+        image = eng.build(
+            context,
             target="artifact",
-            cache_from=self._cache_from(spec, prereqs),
+            cache_from=self._cache_from(spec, prereqs, place),
             on_line=self._watch(spec, "artifact"),
             **common,
         )
@@ -302,29 +310,30 @@ class Builder:
         res.durations["artifact"] = time.monotonic() - t - res.durations.get("build_python", 0.0)
         return image
 
-    def _cache_from(self, spec: BuildSpec, prereqs: list[str]) -> list[str] | None:
+    def _cache_from(self, spec: BuildSpec, prereqs: list[str], place: Placement) -> list[str] | None:
         """The images whose layers may serve as cache; None: any local layer.
 
         Engine 20.10's legacy builder takes the newest matching layer as the cache parent, so a chain
         left by a no-cache or fresh build (verify, bench) would send later builds down a path that
         lacks their next step, and they would recompile. Naming the chains of the builds this report
         records (and the prerequisites) keeps them on those. A fresh build names only its
-        prerequisites and its builder's base: every step of the entry itself is rebuilt."""
+        prerequisites and its builder's base: every step of the entry itself is rebuilt. Only images
+        the entry's engine has count (on a fleet, each engine has its own)."""
         if self.options.nocache:
             return None
         if self.options.fresh:
-            return [spec.distro.base_image(self._builder_platform(spec)), *prereqs]
+            return [spec.distro.base_image(self._builder_platform(spec, place)), *prereqs]
         with self._report_lock:
             recorded = {
                 i
                 for r in self.report.entries.values()
                 for i in (r.artifact_image_id, r.image_id, r.build_python_image_id)
             }
-        known = sorted(i for i in recorded if i and self.engine.image_id(i) is not None)
+        known = sorted(i for i in recorded if i and place.engine.image_id(i) is not None)
         return [*known, *prereqs] if known else None
 
     def _take_artifact(
-        self, spec: BuildSpec, res: EntryResult, artifact_image: str, previous: EntryResult | None
+        self, spec: BuildSpec, res: EntryResult, artifact_image: str, previous: EntryResult | None, eng: EngineAPI
     ) -> Path:
         """Copy /artifact/cpython.tar (and its package lists, PGO profile) out, unless unchanged."""
         adir = self.ws.artifact_dir(spec)
@@ -338,28 +347,28 @@ class Builder:
         )
         if not reuse:
             self.progress.step(spec.key, "copying the artifact out")
-            self.engine.copy_out(artifact_image, "/artifact/cpython.tar", tarball)
-            self.engine.copy_out(artifact_image, "/artifact/runtime-packages.txt", packages)
+            eng.copy_out(artifact_image, "/artifact/cpython.tar", tarball)
+            eng.copy_out(artifact_image, "/artifact/runtime-packages.txt", packages)
         res.artifact = {"path": str(tarball), "sha256": sha256_file(tarball), "bytes": tarball.stat().st_size}
         if spec.pgo:
             profile = adir / "pgo-profile.tar.xz"
             if not reuse or not profile.exists():
-                self.engine.copy_out(artifact_image, "/artifact/pgo-profile.tar.xz", profile)
+                eng.copy_out(artifact_image, "/artifact/pgo-profile.tar.xz", profile)
             res.pgo_profile.update(path=str(profile), sha256=sha256_file(profile))
         res.runtime_packages = packages.read_text().split()
         return tarball
 
-    def _runtime_image(self, spec: BuildSpec, res: EntryResult, tarball: Path, log: IO[str]) -> str:
+    def _runtime_image(self, spec: BuildSpec, res: EntryResult, tarball: Path, log: IO[str], eng: EngineAPI) -> str:
         """The runtime image, assembled from the artifact (untagged)."""
         t = time.monotonic()
         self.progress.step(spec.key, "assembling the runtime image")
         log.write("\n=== runtime image (from cpython.tar) ===\n")
         ctx = context_tar({"Dockerfile": self.renderer.runtime_dockerfile(spec).encode(), "cpython.tar": tarball})
-        image = self.engine.build(
+        image = eng.build(
             ctx,
             platform=spec.platform.name,
             nocache=self.options.nocache,
-            cache_from=[spec.base_image] if self.options.fresh else self._cache_from(spec, []),
+            cache_from=[spec.base_image] if self.options.fresh else self._cache_from(spec, [], Placement(engine=eng)),
             log=log,
             labels={"org.opencontainers.image.revision": git_revision(self.ws.root)},
             on_line=self._watch(spec, "runtime"),
@@ -369,12 +378,20 @@ class Builder:
         return image
 
     def _judge(
-        self, spec: BuildSpec, res: EntryResult, artifact_image: str, image: str, previous: EntryResult | None
+        self,
+        spec: BuildSpec,
+        res: EntryResult,
+        artifact_image: str,
+        image: str,
+        previous: EntryResult | None,
+        place: Placement,
     ) -> None:
-        """Locked package versions, then the smoke test (or its earlier verdict on the same image)."""
+        """Locked package versions, then the smoke test (or its earlier verdict on the same image), on
+        the engine that built the image."""
+        eng = place.engine
         smoke_key = smoke.inputs_digest(spec, self.ws.scripts / "smoke.py")
         res.smoke_inputs = smoke_key
-        drift = self._package_drift(spec, artifact_image, image)
+        drift = self._package_drift(spec, artifact_image, image, place)
         if drift:
             res.problems = drift
         elif (
@@ -382,53 +399,54 @@ class Builder:
             and previous.passed
             and previous.image_id == image
             and previous.smoke_inputs == smoke_key
-            and all(self.engine.image_id(tag) == image for tag in spec.tags)
+            and all(eng.image_id(tag) == image for tag in spec.tags)
         ):
             res.facts, res.problems, res.reused = previous.facts, [], True
             res.durations["smoke"] = 0.0
         else:
             self.progress.step(spec.key, "smoke test")
-            sm = smoke.run(self.engine, image, spec, self.ws.scripts / "smoke.py", log=self.ws.log_path(spec))
+            sm = smoke.run(eng, image, spec, self.ws.scripts / "smoke.py", log=self.ws.log_path(spec))
             res.facts, res.problems = sm.facts, sm.problems
             res.durations["smoke"] = sm.seconds
 
-    def _promote_or_discard(self, spec: BuildSpec, res: EntryResult, image: str) -> None:
+    def _promote_or_discard(self, spec: BuildSpec, res: EntryResult, image: str, eng: EngineAPI) -> None:
         """Tag an image that passed; untag and delete one that failed (a tag means "passed")."""
-        if self.engine.cancelled:
+        if eng.cancelled:
             raise Interrupted("interrupted before tagging", hint="rerun the same command")
         if not res.problems:
             if self.options.promote:
                 for tag in spec.tags:
-                    self.engine.tag(image, tag)
+                    eng.tag(image, tag)
                 res.tags = list(spec.tags)
             res.status = "passed"
             return
         res.status = "failed"
         if self.options.promote:
             for tag in spec.tags:  # drop any stale tag
-                if self.engine.image_id(tag) is not None:
-                    self.engine.remove_image(tag)
+                if eng.image_id(tag) is not None:
+                    eng.remove_image(tag)
         # The same bytes may already be a passing image under other tags (layer cache): only an image
         # nobody else refers to is deleted.
-        if not self.engine.inspect_image(image).get("RepoTags"):
-            self.engine.remove_image(image)
+        if not eng.inspect_image(image).get("RepoTags"):
+            eng.remove_image(image)
         res.image_id = None
 
-    def _builder_platform(self, spec: BuildSpec) -> Platform:
-        return spec.platform if self.options.native else spec.build_platform
+    def _builder_platform(self, spec: BuildSpec, place: Placement) -> Platform:
+        """Where the entry's compiler runs: its own platform on an engine of that architecture (or with
+        --native), else the matrix's build-platform (a cross build, or an emulated one)."""
+        return spec.platform if self.options.native or place.native else spec.build_platform
 
-    def _package_drift(self, spec: BuildSpec, artifact_image: str, image: str) -> list[str]:
+    def _package_drift(self, spec: BuildSpec, artifact_image: str, image: str, place: Placement) -> list[str]:
         lock = self.options.lock
         if lock is None:
             return []
         entry = lock.entries.get(spec.key, {})
+        eng = place.engine
         return package_drift(
             entry.get("builder_packages", {}),
-            packages_in(self.engine, artifact_image, self._builder_platform(spec).name),
+            packages_in(eng, artifact_image, self._builder_platform(spec, place).name),
             "builder",
-        ) + package_drift(
-            entry.get("runtime_packages", {}), packages_in(self.engine, image, spec.platform.name), "runtime"
-        )
+        ) + package_drift(entry.get("runtime_packages", {}), packages_in(eng, image, spec.platform.name), "runtime")
 
     def _watch(self, spec: BuildSpec, stage: str) -> Callable[[str], None]:
         """Progress from build output: Dockerfile steps and the build script's own phase lines."""
@@ -439,7 +457,7 @@ class Builder:
 
         return on_line
 
-    def _announce(self, spec: BuildSpec, res: EntryResult) -> None:
+    def announce(self, spec: BuildSpec, res: EntryResult, on: str = "") -> None:
         total = fmt_seconds(res.durations.get("total", 0.0))
         if res.passed:
             f = res.facts
@@ -447,22 +465,25 @@ class Builder:
             self.progress.done(
                 spec.key,
                 True,
-                f"{total}; {smoke_note}; gil_enabled={f.get('gil_enabled')} jit_built={f.get('jit_built')} "
+                f"{total}{on}; {smoke_note}; gil_enabled={f.get('gil_enabled')} jit_built={f.get('jit_built')} "
                 f"jit_enabled={f.get('jit_enabled')} → {res.tags[0] if res.tags else res.image_id}",
             )
         else:
             first = res.problems[0].splitlines()[0] if res.problems else "unknown"
             more = f" (+{len(res.problems) - 1} more)" if len(res.problems) > 1 else ""
-            self.progress.done(spec.key, False, f"{res.status} after {total}: {first}{more}; log: {res.log}")
+            self.progress.done(spec.key, False, f"{res.status} after {total}{on}: {first}{more}; log: {res.log}")
 
 
 def smoke_only(
-    engine: Engine, ws: Workspace, report: Report, specs: Sequence[BuildSpec], progress: Progress
+    engines: Engine | Holders, ws: Workspace, report: Report, specs: Sequence[BuildSpec], progress: Progress
 ) -> list[EntryResult]:
-    """Re-run smoke tests on images already built (from the report, or by tag)."""
+    """Re-run smoke tests on images already built (from the report, or by tag), each on the engine
+    that holds it (the one its build recorded)."""
+    holders = Holders.wrap(engines)
     out: list[EntryResult] = []
     for spec in specs:
         prev = report.entries.get(spec.key)
+        engine = holders.of(prev)
         image = (prev.image_id if prev and prev.image_id else None) or engine.image_id(spec.tags[0])
         if image is None or engine.image_id(image) is None:
             res = prev or blank_result(spec, ws)

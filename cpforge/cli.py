@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import api, output
 from .build import BuildOptions
+from .builders import parse_flag as parse_builder
 from .errors import EntriesStale, UpdateAvailable, UsageError
 from .output import Outcome
 from .progress import Progress, Style, fmt_seconds
@@ -99,22 +100,40 @@ def base(common: Common, force: bool) -> Outcome:
         return output.bases(api.ensure_bases(ctx, engine, specs, p, force=force))
 
 
-def build(common: Common, *, jobs: str, keep_going: bool, no_cache: bool, native: bool, locked: bool) -> Outcome:
+def build(
+    common: Common,
+    *,
+    jobs: str,
+    keep_going: bool,
+    no_cache: bool,
+    native: bool,
+    locked: bool,
+    builders: tuple[str, ...] = (),
+    retry: bool = False,
+) -> Outcome:
     n = whole_number("--jobs", jobs, 1)
+    for flag in builders:  # a bad --builder is refused before anything is read or reached
+        parse_builder(flag)
     ctx = common.context()
     specs = api.select(ctx, "build", common.choice)
-    engine = api.connect(common.engine)
     with progress(len(specs)) as p:
-        p.say(output.build_header(specs, n, engine.url, ctx.ws.logs))
-        options = BuildOptions(jobs=n, keep_going=keep_going, nocache=no_cache, native=native)
-        results = api.build(ctx, engine, specs, options, p, locked=locked)
+        engines = api.fleet(
+            ctx, specs, builders=builders, engine_url=common.engine, jobs=n, keep_going=keep_going, say=p.say
+        )
+        where = engines.workers[0].url if not engines.several else f"{len(engines.workers)} engines"
+        p.say(output.build_header(specs, n, where, ctx.ws.logs))
+        if engines.several:
+            for line in engines.describe():
+                p.say(line)
+        options = BuildOptions(jobs=n, keep_going=keep_going, nocache=no_cache, native=native, retry=retry)
+        results = api.build(ctx, engines, specs, options, p, locked=locked)
     return output.summary(results, ctx.report_path, fmt_seconds(p.elapsed), p.style)
 
 
 def smoke(common: Common) -> Outcome:
     ctx = common.context()
     specs = api.select(ctx, "smoke", common.choice)
-    engine = api.connect(common.engine)
+    engine = api.holders(ctx, specs, common.engine)
     with progress(len(specs)) as p:
         results = api.smoke(ctx, engine, specs, p)
     return output.summary(results, ctx.report_path, fmt_seconds(p.elapsed), p.style)
@@ -123,7 +142,7 @@ def smoke(common: Common) -> Outcome:
 def lock(common: Common) -> Outcome:
     ctx = common.context()
     specs = api.select(ctx, "lock", common.choice)
-    engine = api.connect(common.engine)
+    engine = api.holders(ctx, specs, common.engine)
     with progress(len(specs)) as p:
         written, pinned = api.lock(ctx, engine, specs, p)
     return output.locked(written, pinned, ctx.lock_path)
@@ -137,7 +156,7 @@ def verify(common: Common, rebuild: bool) -> Outcome:
         )
     ctx = common.context()
     specs = api.select(ctx, "verify", common.choice)
-    engine = api.connect(common.engine)
+    engine = api.holders(ctx, specs, common.engine)
     with progress(len(specs)) as p:
         results = api.verify(ctx, engine, specs, p)
     return output.verified(results, p.style)
@@ -151,7 +170,7 @@ def publish(common: Common, *, registry: str, dry_run: bool, force: bool, insecu
         )
     ctx = common.context()
     specs = api.select(ctx, "publish", common.choice)
-    engine = api.connect(common.engine)
+    engine = api.holders(ctx, specs, common.engine)
     with progress(len(specs)) as p:
         res = api.publish(ctx, engine, specs, registry, dry_run=dry_run, force=force, insecure=insecure, progress=p)
     return output.published(res, registry)
@@ -161,7 +180,7 @@ def provision(common: Common, *, dest: str, base_url: str) -> Outcome:
     ctx = common.context()
     specs = api.select(ctx, "provision", common.choice)
     target = ctx.resolve(dest) if dest else ctx.ws.out / "dist"
-    engine = api.connect(common.engine)
+    engine = api.holders(ctx, specs, common.engine)
     with progress(len(specs)) as p:
         done = api.provision(ctx, engine, specs, target, base_url, say=p.say)
     return output.provisioned(done, target)
@@ -176,6 +195,8 @@ def bench(
     instructions: bool,
     suite: str,
     version: str = "",
+    builders: tuple[str, ...] = (),
+    cached: bool = False,
 ) -> Outcome:
     from .speed import SUITES
 
@@ -187,6 +208,8 @@ def bench(
     seconds = whole_number("--emulate-seconds", emulate_seconds, 0)
     n_rounds = whole_number("--rounds", rounds, 1)
     one_of("--suite", suite, tuple(SUITES))
+    if what == "speed" and (builders or cached):
+        raise UsageError("--builder and --cached are for `bench build`", hint="invoke bench build --builder … --cached")
     ctx = common.context()
     if what == "speed":
         engine = api.connect(common.engine)
@@ -202,11 +225,28 @@ def bench(
                 say=p.say,
             )
         return output.bench_speed(res, ctx.ws.out)
+    if builders or cached:
+        return _bench_fleet(common, ctx, builders, cached)
     specs = api.select(ctx, "bench", common.choice)
     engine = api.connect(common.engine)
     with progress(len(specs)) as p:
         result = api.bench_build(ctx, engine, specs, p, emulate_seconds=seconds)
     return output.bench_built(result, ctx.ws.out)
+
+
+def _bench_fleet(common: Common, ctx: api.Context, builders: tuple[str, ...], cached: bool) -> Outcome:
+    """`bench build --builder … [--cached]`: one engine, then all of them (cpforge/bench.py)."""
+    from .bench import fleet_lines
+
+    if not builders:
+        raise UsageError("--cached is for `bench build --builder …`", hint="add two or more --builder flags")
+    for flag in builders:
+        parse_builder(flag)
+    specs = api.select(ctx, "bench", common.choice)
+    with progress(len(specs)) as p:
+        engines = api.fleet(ctx, specs, builders=builders, engine_url=common.engine, say=p.say)
+        result = api.bench_fleet(ctx, engines, specs, p, cached=cached)
+    return Outcome(tuple(fleet_lines(result, ctx.ws.out)))
 
 
 def update(common: Common, *, check: bool, minors: tuple[str, ...], python_org_api: str) -> Outcome:

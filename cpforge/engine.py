@@ -1,13 +1,20 @@
 """The only module that speaks to Docker (through the docker SDK's low-level API).
 
-An Engine is an object handed to whoever needs it, never a global: later, entries are dispatched
-to several engines (a platform → engine map), each with its own job limit.
+An Engine is an object handed to whoever needs it, never a global: `invoke build` may drive several
+(cpforge/builders.py: a platform → engines map, each with its own job limit), reached by URL
+(cpforge/transport.py: unix://, tcp:// with TLS, ssh://). `EngineAPI` is the surface the Builder, the
+scheduler, smoke tests and base images use, so unit tests can hand them a fake.
 Builds always use the host network (the default bridge is forbidden here); containers that run
 tests use no network at all.
+
+A lost engine (its daemon killed, its host unreachable) surfaces as an EngineError naming its URL
+from every call, never as a transport exception: the scheduler then takes the engine out of the run.
 """
 
 from __future__ import annotations
 
+import functools
+import http.client
 import io
 import json
 import re
@@ -16,19 +23,58 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ParamSpec, Protocol, TypeVar
 
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 from docker.utils.json_stream import json_stream
 
+from . import transport
 from .errors import BuildError, EngineError, Interrupted
 from .fsutil import atomic_path
+
+try:  # the ssh transport's own errors (paramiko comes with docker[ssh])
+    from paramiko import SSHException
+
+    _SSH_ERRORS: tuple[type[BaseException], ...] = (SSHException, EOFError)
+except ImportError:  # pragma: no cover - without paramiko there is no ssh:// engine to lose
+    _SSH_ERRORS = ()
+
+# What a call raises when the engine went away (daemon killed, host down, ssh session dropped), as
+# opposed to the engine answering with an error (docker.errors.APIError).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.Timeout,
+    urllib3.exceptions.ProtocolError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+    *_SSH_ERRORS,
+)
+# What reading a build's stream raises when the engine goes away mid-build.
+STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.RequestException,
+    OSError,
+    ValueError,
+    *CONNECTION_ERRORS,
+)
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    OSError,
+    *_SSH_ERRORS,
+)
+# `docker info`'s Architecture (uname -m of the engine's host) → the platform's architecture.
+ARCH_OF_MACHINE = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+P = ParamSpec("P")
+R = TypeVar("R")
 
 START_HINT = (
     "start it with `sudo dockerd --bridge=none --iptables=false --ip6tables=false &` "
@@ -66,6 +112,80 @@ def context_tar(files: dict[str, bytes | Path]) -> IO[bytes]:
     return buf
 
 
+class EngineAPI(Protocol):
+    """The engine surface the Builder, the scheduler, smoke tests and base images use.
+
+    cpforge.engine.Engine is the real one; tests/unit/fake_engine.py's FakeEngine is a fake."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def arch(self) -> str: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def cancel(self) -> None: ...
+    def alive(self, timeout: float = 10.0) -> bool: ...
+    def image_id(self, ref: str) -> str | None: ...
+    def inspect_image(self, ref: str) -> dict[str, Any]: ...
+    def image_labels(self, ref: str) -> dict[str, str]: ...
+    def tag(self, image_id: str, ref: str) -> None: ...
+    def remove_image(self, ref: str) -> None: ...
+    def pull(self, ref: str, platform: str) -> bool: ...
+    def save(self, ref: str) -> Iterator[bytes]: ...
+    def load(self, data: Iterable[bytes]) -> None: ...
+    def build(
+        self,
+        context: IO[bytes],
+        *,
+        dockerfile: str = "Dockerfile",
+        target: str | None = None,
+        platform: str | None = None,
+        labels: dict[str, str] | None = None,
+        buildargs: dict[str, str] | None = None,
+        tag: str | None = None,
+        nocache: bool = False,
+        cache_from: list[str] | None = None,
+        log: IO[str],
+        on_line: Callable[[str], None] | None = None,
+    ) -> str: ...
+    def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path: ...
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        files: dict[str, bytes] | None = None,
+        environment: dict[str, str] | None = None,
+        platform: str | None = None,
+        timeout: int = 900,
+        cpuset: str | None = None,
+    ) -> RunResult: ...
+
+
+def lost_hint(url: str) -> str:
+    return (
+        f"check that the engine at {url} is up (and reachable from here); a build on a fleet continues on the "
+        "other engines, and `--retry` reschedules the entries a lost engine was building"
+    )
+
+
+def _talks(fn: Callable[P, R]) -> Callable[P, R]:
+    """A method of Engine whose connection failures become an EngineError naming the engine."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.APIError:
+            raise
+        except CONNECTION_ERRORS as exc:
+            engine = args[0]
+            assert isinstance(engine, Engine)
+            raise engine.lost(exc, fn.__name__) from None
+
+    return wrapper
+
+
 def _interrupted(what: str) -> Interrupted:
     return Interrupted(what, hint="rerun: the steps that finished come from the layer cache")
 
@@ -84,7 +204,9 @@ class Engine:
 
     def __init__(self, api: docker.APIClient, url: str) -> None:
         self.api = api
-        self.url = url
+        self.url = url  # as the user wrote it (or DOCKER_HOST, or the default socket): printable, no secret
+        self._arch: str | None = None
+        self._host: str | None = None
         self._cancelled = threading.Event()
         self._active_lock = threading.Lock()
         self._streams: set[Any] = set()  # urllib3 responses of builds under way
@@ -120,21 +242,63 @@ class Engine:
 
     @classmethod
     def connect(cls, url: str | None = None, timeout: int = 600) -> Engine:
+        """The engine at ``url`` (cpforge/transport.py), else DOCKER_HOST (with DOCKER_TLS_VERIFY and
+        DOCKER_CERT_PATH), else the local socket; EngineError (exit 5) naming it when it cannot be
+        reached."""
+        where = url or transport.default_url()
         try:
-            if url:
-                api = docker.APIClient(base_url=url, timeout=timeout)
-            else:
-                api = docker.from_env(timeout=timeout).api
+            api = transport.client(url, timeout) if url else docker.from_env(timeout=timeout).api
             api.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-            where = url or "the default socket (DOCKER_HOST or unix:///var/run/docker.sock)"
+        except EngineError:
+            raise
+        except CONNECT_ERRORS as exc:
+            detail = str(exc).splitlines()[0][:200] if url and url.startswith("ssh://") else ""
             raise EngineError(
-                f"cannot reach the Docker daemon at {where} ({type(exc).__name__})", hint=START_HINT
+                f"cannot reach the Docker daemon at {where} ({type(exc).__name__}{': ' + detail if detail else ''})",
+                hint=START_HINT if where.startswith("unix://") else lost_hint(where),
             ) from None
-        return cls(api, str(api.base_url))
+        return cls(api, where)
+
+    def lost(self, exc: BaseException, doing: str) -> EngineError:
+        """The error of a call that found the engine gone."""
+        return EngineError(
+            f"lost the connection to the Docker engine {self.url} ({doing}: {type(exc).__name__})",
+            hint=lost_hint(self.url),
+        )
+
+    def alive(self, timeout: float = 10.0) -> bool:
+        """Whether the engine answers a ping within ``timeout`` seconds (never raises)."""
+        try:
+            return bool(self.api.get(f"{self.api.base_url}/_ping", timeout=timeout).ok)
+        except Exception:  # noqa: BLE001 - any failure to answer means: not alive
+            return False
+
+    @property
+    def arch(self) -> str:
+        """The architecture of the engine's host, as a platform names it (amd64, arm64): `docker info`."""
+        if self._arch is None:
+            self._info()
+        assert self._arch is not None
+        return self._arch
+
+    @property
+    def host(self) -> str:
+        """The engine host's name (`docker info`'s Name): engines with the same one share its CPUs."""
+        if self._host is None:
+            self._info()
+        assert self._host is not None
+        return self._host
+
+    @_talks
+    def _info(self) -> None:
+        info = self.api.info()
+        machine = str(info.get("Architecture") or "")
+        self._arch = ARCH_OF_MACHINE.get(machine, machine)
+        self._host = str(info.get("Name") or "")
 
     # ---------------------------------------------------------------- images
 
+    @_talks
     def image_id(self, ref: str) -> str | None:
         try:
             return str(self.api.inspect_image(ref)["Id"])
@@ -145,22 +309,26 @@ class Engine:
                 return None
             raise EngineError(f"cannot inspect image {ref}: {exc.explanation}") from None
 
+    @_talks
     def inspect_image(self, ref: str) -> dict[str, Any]:
         return dict(self.api.inspect_image(ref))
 
     def image_labels(self, ref: str) -> dict[str, str]:
         return dict((self.inspect_image(ref).get("Config") or {}).get("Labels") or {})
 
+    @_talks
     def tag(self, image_id: str, ref: str) -> None:
         repo, _, tag = ref.rpartition(":")
         self.api.tag(image_id, repo, tag, force=True)
 
+    @_talks
     def remove_image(self, ref: str) -> None:
         try:
             self.api.remove_image(ref, force=True, noprune=False)
         except docker.errors.NotFound:
             pass
 
+    @_talks
     def images(self, name: str | None = None) -> list[dict[str, Any]]:
         return list(self.api.images(name=name))
 
@@ -249,20 +417,18 @@ class Engine:
                 stream=True,
                 timeout=None,
             )
-        except requests.exceptions.ConnectionError:
-            raise EngineError("lost the connection to the Docker daemon during a build", hint=START_HINT) from None
+        except CONNECTION_ERRORS as exc:
+            raise self.lost(exc, "starting a build") from None
         if response.status_code >= 400:
             raise BuildError(f"the engine refused the build: {response.text.strip()[:500]}")
         with self._active_lock:
             self._streams.add(response.raw)
         try:
             image_id = self._read_build(response, log, on_line)
-        except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+        except STREAM_ERRORS as exc:
             if self._cancelled.is_set():
                 raise _interrupted("the build was interrupted") from None
-            raise EngineError(
-                f"lost the connection to the Docker daemon during a build ({type(exc).__name__})", hint=START_HINT
-            ) from None
+            raise self.lost(exc, "during a build") from None
         finally:
             with self._active_lock:
                 self._streams.discard(response.raw)
@@ -313,6 +479,18 @@ class Engine:
     @contextmanager
     def open_archive(self, image: str, path: str, platform: str | None = None) -> Iterator[tarfile.TarFile]:
         """``path`` in an image, as the tar stream the engine archives it to (without running the image)."""
+        with tempfile.TemporaryFile() as tmp:
+            try:
+                self._archive_into(image, path, platform, tmp)
+            except docker.errors.APIError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                raise self.lost(exc, "copying a file out of an image") from None
+            tmp.seek(0)
+            with tarfile.open(fileobj=tmp, mode="r|") as tar:
+                yield tar
+
+    def _archive_into(self, image: str, path: str, platform: str | None, tmp: IO[bytes]) -> None:
         try:
             cid = self.api.create_container(image, command=["/bin/true"], platform=platform)["Id"]
         except docker.errors.ImageNotFound:
@@ -322,15 +500,12 @@ class Engine:
                 stream, _stat = self.api.get_archive(cid, path)
             except docker.errors.NotFound:
                 raise BuildError(f"{path} does not exist in image {short_ref(image)}") from None
-            with tempfile.TemporaryFile() as tmp:
-                for chunk in stream:
-                    tmp.write(chunk)
-                tmp.seek(0)
-                with tarfile.open(fileobj=tmp, mode="r|") as tar:
-                    yield tar
+            for chunk in stream:
+                tmp.write(chunk)
         finally:
             self.api.remove_container(cid, force=True)
 
+    @_talks
     def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path:
         """Copy one regular file out of an image without running it."""
         with self.open_archive(image, path, platform) as tar:
@@ -347,8 +522,21 @@ class Engine:
 
     def save(self, ref: str) -> Iterator[bytes]:
         """The image in `docker save` format (a tar stream)."""
-        return iter(self.api.get_image(ref))
+        try:
+            yield from self.api.get_image(ref)
+        except docker.errors.APIError:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise self.lost(exc, "save") from None
 
+    @_talks
+    def load(self, data: Iterable[bytes]) -> None:
+        """`docker load` of a `docker save` stream (e.g. another engine's ``save``)."""
+        for chunk in self.api.load_image(data):
+            if isinstance(chunk, dict) and chunk.get("error"):
+                raise EngineError(f"{self.url} refused to load an image: {chunk['error']}")
+
+    @_talks
     def run(
         self,
         image: str,

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine, short_ref
+from .builders import Holders
+from .engine import Engine, EngineAPI, short_ref
 from .errors import LockError as LockError
 from .fsutil import atomic_write_text
 from .matrix import KNOWN_PLATFORMS, BuildSpec, Platform
@@ -195,7 +196,7 @@ class Lock:
         image_id = (self.bases.get(str(name)) or {}).get("image_id") if name else None
         return {str(name): str(image_id)} if image_id else {}
 
-    def base_problems(self, spec: BuildSpec, engine: Engine) -> list[str]:
+    def base_problems(self, spec: BuildSpec, engine: EngineAPI) -> list[str]:
         """Each base image of ``spec`` whose id on ``engine`` is not the one the lock pins."""
         out: list[str] = []
         for name, locked in self.locked_bases_of(spec.key).items():
@@ -214,7 +215,7 @@ class Lock:
         return out
 
 
-def packages_in(engine: Engine, image: str, platform: str) -> dict[str, str]:
+def packages_in(engine: EngineAPI, image: str, platform: str) -> dict[str, str]:
     res = engine.run(image, DPKG_QUERY, platform=platform)
     if res.exit_code != 0:
         raise LockError(f"cannot list Debian packages in image {short_ref(image)}: {res.stderr.strip()}")
@@ -265,7 +266,7 @@ def write(
     root: Path,
     renderer: Renderer,
     report: Report,
-    engine: Engine,
+    engine: Engine | Holders,
     specs: Sequence[BuildSpec],
     progress: Progress | None = None,
 ) -> tuple[list[str], list[str]]:
@@ -274,7 +275,8 @@ def write(
     profiles pinned. ``progress`` (optional) gets a line per entry."""
     written: list[str] = []
     pinned: list[str] = []
-    missing = [spec.key for spec in specs if not _lockable(engine, report.entries.get(spec.key))]
+    holders = Holders.wrap(engine)  # each entry's images are on the engine that built it
+    missing = [spec.key for spec in specs if not _lockable(holders, report.entries.get(spec.key))]
     if missing:
         raise LockError(
             f"no passing build to lock for: {', '.join(missing)}",
@@ -283,6 +285,7 @@ def write(
     for spec in specs:
         res = report.entries[spec.key]
         assert res.image_id is not None and res.artifact_image_id is not None
+        engine = holders.of(res)
         t0 = time.monotonic()
         if progress:
             progress.start(spec.key, "reading base images and package versions")
@@ -315,10 +318,11 @@ def write(
     return written, pinned
 
 
-def _lockable(engine: Engine, res: EntryResult | None) -> bool:
-    """A passing build whose runtime and artifact images are both still on the engine."""
+def _lockable(holders: Holders, res: EntryResult | None) -> bool:
+    """A passing build whose runtime and artifact images are both still on its engine."""
     if res is None or not res.passed or not res.image_id or not res.artifact_image_id:
         return False
+    engine = holders.of(res)
     return engine.image_id(res.image_id) is not None and engine.image_id(res.artifact_image_id) is not None
 
 
@@ -328,7 +332,7 @@ def check_locked(
     renderer: Renderer,
     specs: Sequence[BuildSpec],
     index: MirrorIndex | None = None,
-    engine: Engine | None = None,
+    engine: EngineAPI | None = None,
 ) -> None:
     """--locked: refuse to build when any input differs from the lock or a pin cannot be met. With
     ``engine``, each base image's id there must be the id the lock pins."""

@@ -40,6 +40,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
 
 from . import tools
+from .builders import Holders
 from .engine import Engine
 from .errors import BuildError
 from .errors import ProvisionError as ProvisionError
@@ -184,7 +185,7 @@ def tarball_name(spec: BuildSpec) -> str:
 
 
 def provision(
-    engine: Engine,
+    engine: Engine | Holders,
     report: Report,
     specs: Sequence[BuildSpec],
     out: Path,
@@ -196,7 +197,8 @@ def provision(
     Refuses, before writing anything, entries that did not pass their smoke test, whose builder image
     is gone or whose artifact is not the one the report recorded."""
     require_extraction_filters()
-    refused = _refusals(engine, report, specs)
+    holders = Holders.wrap(engine)  # each entry's builder image is on the engine that built it
+    refused = _refusals(holders, report, specs)
     if refused:
         raise ProvisionError(
             "refusing to provision:\n" + "\n".join("  - " + r.replace("\n", "\n    ") for r in refused),
@@ -206,7 +208,7 @@ def provision(
     done: list[Provisioned] = []  # ``out`` is created with the first tarball: a refusal leaves no trace
     for spec in specs:
         say(f"… provisioning {spec.key}")
-        done.append(_one(engine, report, spec, out))
+        done.append(_one(holders.of(report.entries[spec.key]), report, spec, out))
     with exclusive_lock(out / f".{MANIFEST}.lock"):
         tarballs = catalogue(out)
         _write_sums(out, done, tarballs)
@@ -214,7 +216,7 @@ def provision(
     return ProvisionResult(done, out / MANIFEST, channels, notes)
 
 
-def _refusals(engine: Engine, report: Report, specs: Sequence[BuildSpec]) -> list[str]:
+def _refusals(holders: Holders, report: Report, specs: Sequence[BuildSpec]) -> list[str]:
     refused: list[str] = []
     names: dict[str, str] = {}
     for spec in specs:
@@ -225,7 +227,7 @@ def _refusals(engine: Engine, report: Report, specs: Sequence[BuildSpec]) -> lis
         res = report.entries.get(spec.key)
         if res is None or not res.passed:
             refused.append(f"{spec.key}: {'not built' if res is None else 'smoke test ' + res.status}")
-        elif not res.artifact_image_id or engine.image_id(res.artifact_image_id) is None:
+        elif not res.artifact_image_id or holders.of(res).image_id(res.artifact_image_id) is None:
             refused.append(f"{spec.key}: its builder image {res.artifact_image_id} is gone")
         else:
             try:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .builders import Holders
 from .engine import Engine, short_ref
 from .errors import PublishError as PublishError
 from .fsutil import atomic_write_bytes
@@ -189,6 +190,7 @@ class Candidate:
     spec: BuildSpec
     image_id: str
     arch: str
+    engine: Engine  # the engine that holds the image (the one that built it): it is pushed from there
 
 
 def local_problem(engine: Engine, spec: BuildSpec, res: EntryResult) -> str | None:
@@ -219,27 +221,28 @@ def _rebuild_hint(spec: BuildSpec) -> str:
     return f"rebuild it (`invoke build --filter '{spec.id}' --profile {spec.profile.name}`), then publish"
 
 
-def _candidates(engine: Engine, report: Report, specs: Sequence[BuildSpec], result: PublishResult) -> list[Candidate]:
+def _candidates(holders: Holders, report: Report, specs: Sequence[BuildSpec], result: PublishResult) -> list[Candidate]:
     """Only what passed, still exists and is what it claims to be; the rest is skipped, with why."""
     good: list[Candidate] = []
     for spec in specs:
         res = report.entries.get(spec.key)
+        engine = holders.of(res) if res is not None and res.passed else None
         if res is None:
             why: str | None = "not built (no entry in the report)"
-        elif not res.passed:
+        elif engine is None:
             why = f"smoke test {res.status}: {(res.problems or ['?'])[0].splitlines()[0][:160]}"
         else:
             why = local_problem(engine, spec, res)
             why = f"{why}; {_rebuild_hint(spec)}" if why else None
-        if why or res is None:
+        if why or res is None or engine is None:
             result.skipped.append(f"{spec.key}: {why}")
             continue
-        good.append(Candidate(spec, res.image_id or "", spec.platform.arch))
+        good.append(Candidate(spec, res.image_id or "", spec.platform.arch, engine))
     return good
 
 
 def publish(
-    engine: Engine,
+    engine: Engine | Holders,
     report: Report,
     specs: Sequence[BuildSpec],
     target: str,
@@ -252,6 +255,8 @@ def publish(
     progress: Progress | None = None,
 ) -> PublishResult:
     """Push the images of ``specs`` that passed (per-arch tags), then their manifest lists and SBOMs.
+    Each image is pushed from the engine that holds it (``engine``: one engine, or the engines the
+    report records, cpforge.builders.Holders); manifest lists follow once every member is verified.
     ``progress`` (optional) gets a line per image (pushing, pushed or unchanged, with the time) and
     per group of manifest lists."""
     host, ns = parse_reference(target)
@@ -260,12 +265,12 @@ def publish(
     creds = credentials_for(host)
     reg = Registry(host, insecure=insecure, credentials=creds)
     result = PublishResult()
-    good = _candidates(engine, report, specs, result)
+    good = _candidates(Holders.wrap(engine), report, specs, result)
     if not good:
         return result
     reg.ping()
     remote_exact = _refuse_moving_exact_tags(reg, repo, good, force)
-    pusher = _Pusher(engine, reg, repo, report, out, result, dry_run, push_attempts, creds, progress)
+    pusher = _Pusher(reg, repo, report, out, result, dry_run, push_attempts, creds, progress)
     members: dict[str, Member] = {}  # exact arch tag -> what the registry now serves under it
     for c in good:
         got = pusher.push(c, remote_exact[arch_tags(c.spec)[0]])
@@ -334,9 +339,8 @@ def _refuse_moving_exact_tags(
 
 @dataclass
 class _Pusher:
-    """Pushes one candidate's image, its moving arch tag and its SBOM, with progress lines."""
+    """Pushes one candidate's image (from its own engine), its moving arch tag and its SBOM."""
 
-    engine: Engine
     reg: Registry
     repo: str
     report: Report
@@ -362,9 +366,9 @@ class _Pusher:
             self._recheck(c)
             if self.progress:
                 self.progress.start(c.spec.key, f"pushing → {ref}")
-            self.engine.tag(c.image_id, ref)
+            c.engine.tag(c.image_id, ref)
             auth = {"username": self.creds.username, "password": self.creds.password} if self.creds else None
-            self.engine.push(ref, auth, retries=self.push_attempts)
+            c.engine.push(ref, auth, retries=self.push_attempts)
             self.result.pushed.append(exact)
             self._done(c, f"pushed {ref} in {fmt_seconds(time.monotonic() - t0)}")
         if self.dry_run and remote is None:
@@ -386,7 +390,7 @@ class _Pusher:
     def _recheck(self, c: Candidate) -> None:
         """Right before the push: the image is still the verified one (nothing unverified is pushed)."""
         res = self.report.entries[c.spec.key]
-        why = local_problem(self.engine, c.spec, res)
+        why = local_problem(c.engine, c.spec, res)
         if why:
             raise PublishError(
                 f"{c.spec.key} changed on the engine while publishing: {why}; it was not pushed",
@@ -399,7 +403,7 @@ class _Pusher:
 
     def _sbom(self, c: Candidate, got: tuple[str, str, bytes]) -> None:
         """The SBOM next to the image: a file, and an OCI artifact tagged sha256-<digest>.sbom."""
-        doc = sbom(self.engine, c.image_id, c.spec)
+        doc = sbom(c.engine, c.image_id, c.spec)
         body = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
         path = atomic_write_bytes(self.out / "sbom" / f"{c.spec.id}.{c.spec.profile.name}.cdx.json", body)
         self.result.sboms[c.spec.key] = str(path)

@@ -54,6 +54,12 @@ class EntryResult:
     smoke_inputs: str = ""  # sha256 of the smoke script and the expectations it was judged by
     # PGO builds: the profile the build used (path, sha256) and, when it reused a pinned one, its sha256
     pgo_profile: dict[str, str] = field(default_factory=dict)
+    # The Docker engine that built the entry and holds its images (its URL, e.g. ssh://ci@arm1): smoke,
+    # lock, verify, publish and provision find them there. "" in reports from before it was recorded.
+    engine: str = ""
+    # Earlier attempts of the run that recorded this entry, each on an engine that was lost during it:
+    # {"engine", "status", "problem", "seconds", "log"}. The entry itself is the last attempt.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import releases
-from .engine import Engine
+from .engine import EngineAPI
 from .matrix import BuildSpec
 
 SMOKE_PATH_IN_CONTAINER = "/tmp/cpforge-smoke.py"
@@ -172,7 +172,7 @@ class SmokeResult:
         return not self.problems
 
 
-def run(engine: Engine, image: str, spec: BuildSpec, script: Path, log: Path | None = None) -> SmokeResult:
+def run(engine: EngineAPI, image: str, spec: BuildSpec, script: Path, log: Path | None = None) -> SmokeResult:
     """Run the probe in ``image`` with no network and compare its facts with the spec."""
     start = time.monotonic()
     result = engine.run(

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from . import api
 from .build import Builder, BuildOptions, Workspace
+from .builders import Holders
 from .engine import Engine
 from .errors import VerifyError as VerifyError
 from .fsutil import atomic_write_text
@@ -126,19 +127,14 @@ def run_diffoscope(a: Path, b: Path, out: Path) -> str | None:
     return str(out) if out.exists() else None
 
 
-def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progress: Progress) -> list[VerifyResult]:
+def verify(
+    ctx: api.Context, engine: Engine | Holders, specs: Sequence[BuildSpec], progress: Progress
+) -> list[VerifyResult]:
+    """Each entry is rebuilt on the engine that holds its last build (the one the report records)."""
     report = Report.load(ctx.report_path, missing_ok=False)
     vws = Workspace(root=ctx.ws.root, out=ctx.ws.out / "verify")
     vreport = Report(vws.out / "report.json")
-    builder = Builder(
-        engine,
-        vws,
-        ctx.renderer,
-        ctx.sources(progress),
-        vreport,
-        progress,
-        BuildOptions(nocache=True, keep_going=True, promote=False),
-    )
+    holders = Holders.wrap(engine)
     for spec in specs:  # before rebuilding anything: the originals must be the bits their builds recorded
         prev = report.entries.get(spec.key)
         if prev is not None and prev.passed:
@@ -146,6 +142,7 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
     results: list[VerifyResult] = []
     for spec in specs:
         prev = report.entries.get(spec.key)
+        engine = holders.of(prev)
         if prev is None or not prev.passed or not prev.image_id or engine.image_id(prev.image_id) is None:
             raise VerifyError(
                 f"{spec.key} has no passing build to compare with",
@@ -160,6 +157,8 @@ def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progres
         elif pinned is not None and sha256_file(pinned) != prev.pgo_profile.get("sha256"):
             progress.say(f"! {spec.key}: the last build used another PGO profile than {spec.pgo_profile}")
         progress.say(f"… {spec.key}: rebuilding from scratch (no layer cache) to compare with {prev.image_id[:19]}")
+        options = BuildOptions(nocache=True, keep_going=True, promote=False)
+        builder = Builder(engine, vws, ctx.renderer, ctx.sources(progress), vreport, progress, options)
         new = builder.build_one(spec)
         old_layers = list(engine.inspect_image(prev.image_id)["RootFS"]["Layers"])
         if new.image_id is None:

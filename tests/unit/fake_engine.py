@@ -14,7 +14,6 @@ import json
 import re
 import tarfile
 import threading
-import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,12 +23,26 @@ from .test_smoke_expectations import facts_for
 
 
 class FakeEngine:
-    url = "fake://engine"
-
-    def __init__(self, specs: dict[str, Any], *, fail: set[str] = frozenset(), block: set[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        specs: dict[str, Any],
+        *,
+        fail: set[str] = frozenset(),
+        block: set[str] = frozenset(),
+        url: str = "fake://engine",
+        arch: str = "amd64",
+        die_on: set[str] = frozenset(),
+        seconds: float = 0.05,
+    ) -> None:
         self.specs = specs  # entry id → BuildSpec (to answer the smoke probe truthfully)
         self.fail = set(fail)  # entry ids whose artifact build fails (a configure error in the log)
         self.block = set(block)  # entry ids whose artifact build runs until cancel()
+        self.url = url
+        self.arch = arch  # the engine host's architecture, as `docker info` would say
+        self.die_on = set(die_on)  # entry ids whose artifact build kills the daemon (EngineError, then silence)
+        self.seconds = seconds  # how long each build takes
+        self.dead = False
+        self.builds: list[dict[str, Any]] = []  # every build request: entry, target, platform, buildargs
         self.tags: dict[str, str] = {s.base_image: "sha256:base" for s in specs.values()}
         self.tags.update({s.builder_image: "sha256:base" for s in specs.values()})
         self.images: set[str] = set(self.tags.values())
@@ -38,6 +51,7 @@ class FakeEngine:
         self.max_running = 0
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._wake = threading.Event()  # set by cancel() and kill(): ends the builds under way
 
     # -- cancellation, as cpforge.engine.Engine
     @property
@@ -46,9 +60,37 @@ class FakeEngine:
 
     def cancel(self) -> None:
         self._cancelled.set()
+        self._wake.set()
+
+    def alive(self, timeout: float = 10.0) -> bool:
+        return not self.dead
+
+    def kill(self) -> None:
+        """The daemon dies: every call from now on fails as a real lost engine's do."""
+        self.dead = True
+        self._wake.set()  # wakes blocked builds; they then fail with the lost connection
+
+    def _check_alive(self, doing: str) -> None:
+        if self.dead:
+            from cpforge.errors import EngineError
+
+            raise EngineError(f"lost the connection to the Docker engine {self.url} ({doing}: ConnectionError)")
+
+    def save(self, ref: str) -> Any:
+        self._check_alive("save")
+        self.calls.append(("save", ref))
+        return iter([json.dumps({"ref": ref, "id": self.tags[ref]}).encode()])
+
+    def load(self, data: Any) -> None:
+        self._check_alive("load")
+        doc = json.loads(b"".join(data))
+        self.calls.append(("load", doc["ref"]))
+        self.tags[doc["ref"]] = doc["id"]
+        self.images.add(doc["id"])
 
     # -- images
     def image_id(self, ref: str) -> str | None:
+        self._check_alive("image_id")
         return self.tags.get(ref) or (ref if ref in self.images else None)
 
     def inspect_image(self, ref: str) -> dict[str, Any]:
@@ -69,6 +111,7 @@ class FakeEngine:
 
     # -- builds
     def build(self, context: IO[bytes], *, target: str | None = None, log: IO[str], **kw: Any) -> str:
+        self._check_alive("starting a build")
         if self._cancelled.is_set():
             raise _interrupted("interrupted before a build")
         dockerfile = tarfile.open(fileobj=context).extractfile("Dockerfile")
@@ -78,16 +121,23 @@ class FakeEngine:
         assert found, text[:300]
         entry = found.group(1) or found.group(2)
         self.calls.append(("build", f"{entry}:{target or 'runtime'}"))
+        self.builds.append({"entry": entry, "target": target, **{k: kw.get(k) for k in ("platform", "buildargs")}})
         with self._lock:
             self.running += 1
             self.max_running = max(self.max_running, self.running)
         try:
             log.write(f"Step 1/2 : building {entry}\n")
+            if target == "artifact" and entry in self.die_on:
+                self.kill()
             if target == "artifact" and entry in self.block:
-                while not self._cancelled.wait(0.05):
+                while not self._wake.wait(0.05):
                     pass
+                self._check_alive("during a build")
                 raise _interrupted("the build was interrupted")
-            time.sleep(0.05)
+            self._wake.wait(self.seconds)
+            self._check_alive("during a build")
+            if self._cancelled.is_set():
+                raise _interrupted("the build was interrupted")
             if target == "artifact" and entry in self.fail:
                 log.write("checking for gcc... gcc\nconfigure: error: no acceptable C compiler found in $PATH\n")
                 from cpforge.errors import BuildError
@@ -101,6 +151,7 @@ class FakeEngine:
         return iid
 
     def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path:
+        self._check_alive("copy_out")
         dest.parent.mkdir(parents=True, exist_ok=True)
         if path.endswith("cpython.tar"):
             buf = io.BytesIO()
@@ -114,5 +165,6 @@ class FakeEngine:
         return dest
 
     def run(self, image: str, command: list[str], **kw: Any) -> RunResult:
+        self._check_alive("run")
         entry = next(e for e in self.specs if hashlib.sha256(f"{e}:None".encode()).hexdigest() in image)
         return RunResult(0, json.dumps(facts_for(self.specs[entry])), "")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +91,30 @@ def test_jobs_bound_the_parallel_builds(tmp_path: Path) -> None:
     assert engine.max_running == 1
 
 
+def signal_when(ready: Callable[[], bool], signum: int, timeout: float = 30.0) -> threading.Thread:
+    """A thread that sends ``signum`` to this process once ``ready()`` (the blocked build started):
+    not after a fixed delay, which a loaded machine may not meet."""
+
+    def wait_then_signal() -> None:
+        deadline = time.monotonic() + timeout
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=wait_then_signal, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_sigint_stops_the_running_entry_starts_no_other_and_tags_nothing(tmp_path: Path) -> None:
     blocked = "3.14-freethreaded-trixie-amd64"
     engine = FakeEngine({s.id: s for s in AMD64}, block={blocked})
     b = builder(tmp_path, engine)
-    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    timer = signal_when(lambda: ("build", f"{blocked}:artifact") in engine.calls, signal.SIGINT)
     with pytest.raises(Interrupted) as err:
         b.run(AMD64)
-    timer.cancel()
+    timer.join()
     assert err.value.exit_code == 130
     assert f"stopped {blocked}@quick" in str(err.value) and "1 never started" in str(err.value)
     saved = Report.load(tmp_path / "out" / "report.json").entries
@@ -132,11 +149,11 @@ def test_cache_sources_are_the_recorded_chains_so_a_stray_chain_cannot_displace_
     spec = AMD64[0]
     engine = FakeEngine({s.id: s for s in AMD64})
     b = builder(tmp_path, engine)
-    assert b._cache_from(spec, []) is None  # nothing recorded yet: any local layer
+    assert b._cache_from(spec, [], b.place(spec)) is None  # nothing recorded yet: any local layer
     b.run(AMD64[:2])
     recorded = {i for r in b.report.entries.values() for i in (r.artifact_image_id, r.image_id) if i}
-    assert set(b._cache_from(spec, []) or []) == recorded
-    assert b._cache_from(spec, ["sha256:prereq"])[-1] == "sha256:prereq"  # type: ignore[index]
+    assert set(b._cache_from(spec, [], b.place(spec)) or []) == recorded
+    assert b._cache_from(spec, ["sha256:prereq"], b.place(spec))[-1] == "sha256:prereq"  # type: ignore[index]
     fresh = builder(tmp_path / "fresh", engine, fresh=True)
-    assert fresh._cache_from(spec, ["sha256:prereq"]) == [spec.base_image, "sha256:prereq"]
-    assert builder(tmp_path / "nc", engine, nocache=True)._cache_from(spec, []) is None
+    assert fresh._cache_from(spec, ["sha256:prereq"], fresh.place(spec)) == [spec.base_image, "sha256:prereq"]
+    assert builder(tmp_path / "nc", engine, nocache=True)._cache_from(spec, [], b.place(spec)) is None
