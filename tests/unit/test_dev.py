@@ -38,11 +38,12 @@ for p in "$@"; do
                                 touch "$SYSROOT/usr/share/keyrings/debian-archive-keyring.gpg" ;;
         mmdebstrap | docker-registry | npm) printf '#!/bin/sh\\n' >"$FAKEBIN/$p"; chmod +x "$FAKEBIN/$p" ;;
         diffoscope-minimal) printf '#!/bin/sh\\n' >"$FAKEBIN/diffoscope"; chmod +x "$FAKEBIN/diffoscope" ;;
+        openssh-server) printf '#!/bin/sh\\n' >"$FAKEBIN/sshd"; chmod +x "$FAKEBIN/sshd" ;;
     esac
 done
 """
 PYTHON3 = '#!/bin/sh\n[ -e "$STATE/venv-ok" ]\n'
-EVERYTHING = ["docker", "dockerd", "mmdebstrap", "docker-registry", "diffoscope", "npm", "python3", "newuidmap"]
+EVERYTHING = ["docker", "dockerd", "mmdebstrap", "docker-registry", "diffoscope", "npm", "python3", "newuidmap", "sshd"]
 
 
 class Host:
@@ -161,7 +162,7 @@ def test_root_with_apt_dry_run_prints_the_commands(host: Host) -> None:
         "would run: apt-get install -y -qq binfmt-support debian-archive-keyring docker-registry docker.io "
         "mmdebstrap nodejs npm python3-venv qemu-user-static" in lines
     )
-    assert "would run: apt-get install -y -qq --no-install-recommends diffoscope-minimal" in lines
+    assert "would run: apt-get install -y -qq --no-install-recommends diffoscope-minimal openssh-server" in lines
     assert f"would run: mount -t binfmt_misc binfmt_misc {host.binfmt}" in lines
     assert any(ln.startswith("would register qemu-aarch64 with binfmt_misc, flag F") for ln in lines)
     assert any(ln.startswith("would start: dockerd --bridge=none --iptables=false --ip6tables=false") for ln in lines)
