@@ -195,7 +195,7 @@ class Scheduler:
         w.freed_at = time.monotonic()
         res, gone = fut.result()
         if gone and not w.lost:
-            self._lose(w, f"it stopped answering ({res.reason or res.status})")
+            self._lose(w, "it stopped answering: " + (res.reason or res.status).replace(f" {w.url}", ""))
         if w.lost and not res.passed:
             self._lost_attempt(task, w, res)
             return

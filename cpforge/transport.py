@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import docker
 import docker.tls
+from docker.constants import MINIMUM_DOCKER_API_VERSION
 
 from .errors import EngineError
 from .matrix import ENGINE_URL_RE
@@ -142,7 +143,14 @@ def client(url: str, timeout: int) -> docker.APIClient:
                 "holding ca.pem, cert.pem and key.pem",
             )
         tls = files.config() if files is not None else False
-        return docker.APIClient(base_url=url, timeout=timeout, tls=tls)
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's own CA (psf/requests#3829),
+        # and the SDK asks the engine for its API version while it is being made: make it with a fixed
+        # version, stop the environment's say, then ask. The engine's certificate is checked against its
+        # own CA only, as the docker CLI does.
+        api = docker.APIClient(base_url=url, timeout=timeout, tls=tls, version=MINIMUM_DOCKER_API_VERSION)
+        api.trust_env = False
+        api._version = str(api.version(api_version=False)["ApiVersion"])
+        return api
     if scheme == "ssh":
         try:
             return docker.APIClient(base_url=url, timeout=timeout, use_ssh_client=False)

@@ -25,6 +25,8 @@ from cpforge.engine import Engine
 from cpforge.progress import Progress
 from cpforge.report import EntryResult
 
+from .fleet_engines import SSHD, SecondDockerd, Sshd
+
 ROOT = Path(__file__).resolve().parents[2]
 TEST_REPOSITORY = "cpforge-test/python"
 AMD64_314 = "3.14-*-trixie-amd64"  # default, freethreaded, jit (3.14 refuses freethreaded-jit)
@@ -186,3 +188,33 @@ def built_arm64(ctx: api.Context, engine: Engine) -> dict[str, EntryResult]:
     """3.14 free-threaded for linux/arm64: cross-compiled on amd64 (its build python from the release's
     build-python stage), smoke-tested under QEMU."""
     return {r.id: r for r in build(ctx, engine, [ARM64_ENTRY])}
+
+
+# ------------------------------------------------------------------------------------ fleet engines
+
+
+@pytest.fixture(scope="session")
+def second_dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecondDockerd]:
+    """A second Docker engine on this machine, started here (its own data-root, exec-root, pidfile,
+    unix socket, and a TLS tcp:// endpoint on 127.0.0.1); stopped, and its directories removed, after."""
+    assert shutil.which("dockerd"), "dockerd is required (apt-get install docker.io)"
+    daemon = SecondDockerd(tmp_path_factory.mktemp("dockerd2"))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(daemon.data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """Debian's sshd on 127.0.0.1 (a free port, its own host key, config and one client key), through
+    which ssh://USER@127.0.0.1:PORT reaches this machine's main engine; its HOME holds the client's ~/.ssh."""
+    assert SSHD.exists(), "sshd is required: apt-get install openssh-server (./dev setup --for test)"
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
