@@ -738,28 +738,29 @@ def _write_sums(out: Path, done: Sequence[Provisioned], tarballs: Sequence[Tarba
     return existing
 
 
-def _write_json(path: Path, data: object) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _write_manifests(
     out: Path, tarballs: Sequence[Tarball], sums: dict[str, str], base_url: str
 ) -> tuple[dict[str, Path], list[str]]:
     """versions-manifest.json (per slot the build `slot_rank` picks) and one manifest per channel
     (every build of that channel); uv's download-metadata.json beside each, and one per runner OS
-    (`uv_picks`). Returns the channel manifests and a note for each build the main manifest leaves out."""
+    (`uv_picks`). All are made before any is written. Returns the channel manifests and a note for
+    each build the main manifest leaves out."""
     main = fill_slots(tarballs)
-    _write_json(out / MANIFEST, manifest_json(main, base_url))
-    _write_json(out / UV_JSON, uv_json(uv_picks(main), sums, base_url))
+    files: dict[Path, object] = {
+        out / MANIFEST: manifest_json(main, base_url),
+        out / UV_JSON: uv_json(uv_picks(main), sums, base_url),
+    }
     for runner, _glibc in RUNNER_GLIBC:
-        _write_json(out / UV_DIR / runner_os(runner) / UV_JSON, uv_json(uv_picks(main, runner), sums, base_url))
+        files[out / UV_DIR / runner_os(runner) / UV_JSON] = uv_json(uv_picks(main, runner), sums, base_url)
     channel_slots: dict[str, dict[Slot, Tarball]] = {}
     channels: dict[str, Path] = {}
     for channel in sorted({t.channel for t in tarballs}):
         slots = channel_slots[channel] = fill_slots([t for t in tarballs if t.channel == channel])
         path = channels[channel] = out / CHANNELS / channel / MANIFEST
-        _write_json(path, manifest_json(slots, base_url))
-        _write_json(path.with_name(UV_JSON), uv_json(uv_picks(slots), sums, base_url))
+        files[path] = manifest_json(slots, base_url)
+        files[path.with_name(UV_JSON)] = uv_json(uv_picks(slots), sums, base_url)
+    for path, data in files.items():
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     for stale in sorted((out / CHANNELS).glob("*/*.json")):
         if stale.parent.name not in channels and stale.name in (MANIFEST, UV_JSON):
             stale.unlink()  # its builds are gone: offer nothing that 404s

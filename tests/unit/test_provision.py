@@ -847,3 +847,20 @@ def test_uv_json_is_the_same_bytes_whatever_order_it_was_provisioned_in(tmp_path
     provision(engine, rep, chosen[::-1], b, BASE, say=lambda _: None)  # type: ignore[arg-type]
     for rel_path in ("download-metadata.json", "uv/debian-13/download-metadata.json", "SHA256SUMS"):
         assert (a / rel_path).read_bytes() == (b / rel_path).read_bytes()
+
+
+def test_a_version_uv_cannot_read_leaves_every_manifest_as_it_was(tmp_path: Path) -> None:
+    rel = specs("release")
+    spec = rel["3.14-default-trixie-amd64"]
+    rep = report_for(tmp_path, [(spec, "linux/amd64")])
+    dist = tmp_path / "dist"
+    engine = builder(spec, "linux/amd64")
+    first = provision(engine, rep, [spec], dist, BASE, say=lambda _: None)  # type: ignore[arg-type]
+    before = {p: p.read_bytes() for p in dist.rglob("*.json")}
+    # a tarball whose metadata says a version uv has no name for (written by hand, or a future format)
+    (p,) = first.tarballs
+    shutil.copy(p.path, dist / "python-3.14-linux-trixie-x64-odd.tar.gz")
+    (dist / "python-3.14-linux-trixie-x64-odd.json").write_text(json.dumps({**p.metadata, "version": "3.14"}))
+    with pytest.raises(ProvisionError, match=r"python-3\.14-linux-trixie-x64-odd\.tar\.gz: version '3\.14'"):
+        provision(engine, rep, [spec], dist, BASE, say=lambda _: None)  # type: ignore[arg-type]
+    assert {p: p.read_bytes() for p in dist.rglob("*.json") if "odd" not in p.name} == before
