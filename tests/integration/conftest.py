@@ -23,7 +23,8 @@ from cpforge import api
 from cpforge.build import BuildOptions
 from cpforge.engine import Engine
 from cpforge.progress import Progress
-from cpforge.report import EntryResult
+from cpforge.provision import Provisioned, provision
+from cpforge.report import EntryResult, Report
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_REPOSITORY = "cpforge-test/python"
@@ -186,3 +187,27 @@ def built_arm64(ctx: api.Context, engine: Engine) -> dict[str, EntryResult]:
     """3.14 free-threaded for linux/arm64: cross-compiled on amd64 (its build python from the release's
     build-python stage), smoke-tested under QEMU."""
     return {r.id: r for r in build(ctx, engine, [ARM64_ENTRY])}
+
+
+PROVISIONED = [  # what `provisioned` makes tarballs of
+    "3.14-default-trixie-amd64",
+    "3.14-freethreaded-trixie-amd64",
+    "3.14-freethreaded-trixie-arm64",
+    "3.14-default-bullseye-amd64",
+]
+BASE_URL = "http://127.0.0.1:8999/py"  # where `provisioned`'s manifests say the tarballs are
+
+
+@pytest.fixture(scope="session")
+def provisioned(
+    ctx: api.Context,
+    engine: Engine,
+    built_314: dict[str, EntryResult],
+    built_arm64: dict[str, EntryResult],
+    built_bullseye: EntryResult,
+    workdir: Path,
+) -> dict[str, Provisioned]:
+    """`invoke provision` of PROVISIONED into workdir/dist, with BASE_URL: entry id → its tarball."""
+    specs = api.plan(ctx, filters=PROVISIONED, profile="quick")
+    done = provision(engine, Report.load(ctx.report_path), specs, workdir / "dist", BASE_URL).tarballs
+    return {p.key.split("@")[0]: p for p in done}
