@@ -277,7 +277,9 @@ def test_provision_dest_is_relative_to_the_current_directory(tmp_path: Path, mon
 
     def provision(ctx: api.Context, engine: Any, specs: Any, dest: Path, url: str, say: Any) -> ProvisionResult:
         targets.append(dest)
-        return ProvisionResult(tarballs=[], manifest=dest / "versions-manifest.json", channels={}, notes=[])
+        return ProvisionResult(
+            tarballs=[], manifest=dest / "versions-manifest.json", channels={}, notes=[], uv=dest / "uv.json"
+        )
 
     monkeypatch.setattr(api, "provision", provision)
     cli.provision(cli.Common(out="o"), dest="dist", base_url="https://example.invalid")
