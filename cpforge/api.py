@@ -68,13 +68,18 @@ class Context:
     ) -> Context:
         here = (cwd or Path.cwd()).absolute()
         mpath = resolve(here, matrix_file) if matrix_file else root / "matrix.yaml"
-        outp = resolve(here, out) if out else root / "build"
+        matrix = mx.load(mpath)
+        # Everything a matrix file owns sits beside it and is named by it (Matrix.namespace): its
+        # Dockerfiles, its lock, its default output directory. A second matrix file cannot overwrite
+        # or delete what another rendered, locked or built.
+        ns = f"-{matrix.namespace}" if matrix.namespace else ""
+        outp = resolve(here, out) if out else mpath.parent / f"build{ns}"
         env_mirrors = tuple(x for x in os.environ.get("CPFORGE_MIRRORS", "").split(",") if x)
         return cls(
-            matrix=mx.load(mpath),
-            ws=Workspace(root=root, out=outp),
+            matrix=matrix,
+            ws=Workspace(root=root, out=outp, matrix_dir=mpath.parent),
             report_path=resolve(here, report) if report else outp / "report.json",
-            lock_path=mpath.with_name("matrix.lock"),
+            lock_path=mpath.with_suffix(".lock"),
             extra_mirrors=(*mirrors, *env_mirrors),
             cwd=here,
         )
@@ -124,8 +129,8 @@ def render_dockerfiles(ctx: Context, check: bool = False) -> list[str]:
     """Write (or, with check, only compare) every entry's Dockerfiles; return the paths that differ."""
     specs = ctx.matrix.expand_all()
     if check:
-        return render.check(ctx.ws.root, ctx.renderer, specs)
-    return render.write(ctx.ws.root, ctx.renderer, specs)
+        return render.check(ctx.ws.dockerfiles_base, ctx.renderer, specs)
+    return render.write(ctx.ws.dockerfiles_base, ctx.renderer, specs)
 
 
 def fetch_sources(ctx: Context, specs: Sequence[mx.BuildSpec]) -> list[Fetched]:
@@ -185,7 +190,7 @@ def verify(ctx: Context, engine: Engine, specs: Sequence[mx.BuildSpec], progress
     """Rebuild ``specs`` without the layer cache and compare them bit for bit with their last build."""
     from .verify import verify as run_verify
 
-    rebuilds = Workspace(root=ctx.ws.root, out=ctx.ws.out / "verify")  # where verify's rebuilds log
+    rebuilds = dataclasses.replace(ctx.ws, out=ctx.ws.out / "verify")  # where verify's rebuilds log
     progress.attach_logs({s.key: rebuilds.log_path(s) for s in specs})
     return run_verify(ctx, engine, specs, progress)
 

@@ -7,6 +7,7 @@ and, when diffoscope is installed, its report is written next to the rebuild's l
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import api
-from .build import Builder, BuildOptions, Workspace
+from .build import Builder, BuildOptions
 from .engine import Engine
 from .errors import VerifyError as VerifyError
 from .fsutil import atomic_write_text
@@ -128,7 +129,7 @@ def run_diffoscope(a: Path, b: Path, out: Path) -> str | None:
 
 def verify(ctx: api.Context, engine: Engine, specs: Sequence[BuildSpec], progress: Progress) -> list[VerifyResult]:
     report = Report.load(ctx.report_path, missing_ok=False)
-    vws = Workspace(root=ctx.ws.root, out=ctx.ws.out / "verify")
+    vws = dataclasses.replace(ctx.ws, out=ctx.ws.out / "verify")
     vreport = Report(vws.out / "report.json")
     builder = Builder(
         engine,

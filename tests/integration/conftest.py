@@ -73,7 +73,9 @@ def test_matrix(workdir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ctx(test_matrix: Path, workdir: Path) -> api.Context:
-    return api.Context.create(test_matrix, root=ROOT, out=workdir / "out")
+    ctx = api.Context.create(test_matrix, root=ROOT, out=workdir / "out")
+    api.render_dockerfiles(ctx)  # its own dockerfiles/, beside it (the same text as the repository's)
+    return ctx
 
 
 INTERRUPTED_ENTRY = "3.14-jit-trixie-amd64"
