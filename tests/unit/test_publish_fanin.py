@@ -15,6 +15,7 @@ from cpforge import publish as pub
 from cpforge.publish import IndexGroup, Member, PublishError, arch_tags, index_body, publish_lists
 from cpforge.registry import MANIFEST_LIST_V2, MANIFEST_V2
 
+from .test_cli import run
 from .test_registry import SPECS, FakeRegistry, archs
 
 TARGET = "reg.test/platform"
@@ -97,3 +98,8 @@ def test_a_listed_platform_is_not_moved_without_force(reg: FakeRegistry) -> None
     assert reg.puts == puts  # nothing written, not even the other, complete group
     publish_lists([*DEFAULT, *FREE], TARGET, force=True)
     assert archs(reg, group(DEFAULT[0]).exact) == {"amd64": moved.digest, "arm64": old["arm64"].digest}
+
+
+def test_images_only_and_lists_only_exclude_each_other(capfd: pytest.CaptureFixture[str]) -> None:
+    done = run(capfd, "publish", "--registry", "r.test/x", "--images-only", "--lists-only", "--filter", "3.14-*")
+    assert done.code == 64 and "--images-only and --lists-only exclude each other" in done.err
