@@ -131,10 +131,9 @@ def read_source(directory: Path) -> tuple[list[Found], list[str]]:
         else:
             raw = meta_path.read_bytes()
             meta, why = _metadata(raw, name)
-            actual = sha256_file(tarball)
             if why:
                 problems.append(f"{meta_path} {why}")
-            elif actual != digest:
+            elif (actual := sha256_file(tarball)) != digest:
                 problems.append(f"{tarball} has sha256 {actual}, but {sums_path} lists {digest}")
             else:
                 found.append(Found(directory, name, digest, meta, raw))
@@ -169,16 +168,20 @@ def _clashes(by_name: dict[str, list[Found]]) -> list[str]:
     return out
 
 
-def _dest_clashes(dest: Path, by_name: dict[str, list[Found]]) -> list[str]:
-    """Each file name the destination already holds as a different file than the sources'."""
+def _in_place(dest: Path, names: Sequence[str]) -> dict[str, str]:
+    """The sha256 of each of ``names`` the destination already holds."""
+    return {name: sha256_file(dest / name) for name in names if (dest / name).is_file()}
+
+
+def _dest_clashes(dest: Path, by_name: dict[str, list[Found]], there: dict[str, str]) -> list[str]:
+    """Each file name the destination already holds (``there``) as a different file than the sources'."""
     out: list[str] = []
-    for name, (first, *_) in sorted(by_name.items()):
-        there = dest / name
-        if there.is_file() and (digest := sha256_file(there)) != first.sha256:
-            out.append(f"{name}: {dest} already has sha256 {digest}, {first.directory} has {first.sha256}")
-            continue
+    for name, digest in sorted(there.items()):
+        first = by_name[name][0]
         meta = dest / metadata_name(name)
-        if there.is_file() and meta.is_file() and _metadata(meta.read_bytes(), name)[0] != first.metadata:
+        if digest != first.sha256:
+            out.append(f"{name}: {dest} already has sha256 {digest}, {first.directory} has {first.sha256}")
+        elif meta.is_file() and _metadata(meta.read_bytes(), name)[0] != first.metadata:
             out.append(f"{name}: the same tarball, but {dest} and {first.directory} differ in {meta.name}")
     return out
 
@@ -222,10 +225,11 @@ def merge(sources: Sequence[Path], dest: Path, base_url: str, say: Callable[[str
     n = len(directories)
     say(f"… merging {len(by_name)} tarball(s) from {n} director{'y' if n == 1 else 'ies'} into {dest}")
     with exclusive_lock(dest / f".{MANIFEST}.lock"):
-        clashes = _dest_clashes(dest, by_name)
+        there = _in_place(dest, sorted(by_name))
+        clashes = _dest_clashes(dest, by_name, there)
         if clashes:
             raise _refuse(f"refusing to merge into {dest}", clashes, CLASH_HINT)
-        merged = [_place(copies, dest, say) for _name, copies in sorted(by_name.items())]
+        merged = [_place(copies, dest, name in there, say) for name, copies in sorted(by_name.items())]
         tarballs = catalogue(dest)
         done = [
             Provisioned(
@@ -242,11 +246,11 @@ def merge(sources: Sequence[Path], dest: Path, base_url: str, say: Callable[[str
     return MergeResult(merged, dest, dest / SUMS, dest / MANIFEST, channels, notes + _url_notes(directories, base_url))
 
 
-def _place(copies: Sequence[Found], dest: Path, say: Callable[[str], None]) -> Merged:
-    """Put one tarball and its metadata into ``dest`` unless the very file is already there."""
+def _place(copies: Sequence[Found], dest: Path, present: bool, say: Callable[[str], None]) -> Merged:
+    """Put one tarball and its metadata into ``dest`` unless the very file is already there (``present``:
+    checked by `_dest_clashes`)."""
     first = copies[0]
     target, meta = dest / first.filename, dest / metadata_name(first.filename)
-    present = target.is_file() and sha256_file(target) == first.sha256
     if not present:
         say(f"… copying {first.filename} from {first.directory}")
         copy_verified(first.path, target, first.sha256)

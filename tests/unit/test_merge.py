@@ -316,6 +316,22 @@ def test_the_same_tarball_with_other_metadata_is_a_clash(
     assert not (tmp_path / "merged").exists()
 
 
+def test_a_destination_holding_the_same_tarball_with_other_metadata_is_refused(
+    tmp_path: Path, built: tuple[FakeEngine, Report, list[BuildSpec]]
+) -> None:
+    jobs = provision_each(tmp_path, built)
+    dest = tmp_path / "merged"
+    merge(jobs, dest, BASE, say=quiet)
+    meta_path = dest / "python-3.14.7-linux-trixie-x64.json"
+    meta = json.loads(meta_path.read_text())
+    meta["glibc_min"] = "2.17"
+    meta_path.write_text(json.dumps(meta))
+    before = snapshot(dest)
+    with pytest.raises(ProvisionError, match=rf"the same tarball, but {dest} and .* differ in {meta_path.name}"):
+        merge(jobs, dest, BASE, say=quiet)
+    assert snapshot(dest) == before
+
+
 # ------------------------------------------------------------------------------------- bad sources
 
 
