@@ -26,6 +26,7 @@ from .sources import Fetched, Sources
 
 if TYPE_CHECKING:
     from .bench import BuildBench
+    from .merge import MergeResult
     from .provision import ProvisionResult
     from .publish import PublishResult
     from .speed import SpeedResult
@@ -205,8 +206,9 @@ def publish(
     force: bool = False,
     insecure: bool = False,
     progress: Progress | None = None,
+    lists: bool = True,
 ) -> PublishResult:
-    """Push the images of ``specs`` that passed, with manifest lists and SBOMs."""
+    """Push the images of ``specs`` that passed, with manifest lists (unless not ``lists``) and SBOMs."""
     from .publish import publish as run_publish
 
     report = Report.load(ctx.report_path, missing_ok=False)
@@ -220,7 +222,23 @@ def publish(
         force=force,
         insecure=insecure,
         progress=progress,
+        lists=lists,
     )
+
+
+def publish_lists(
+    specs: Sequence[mx.BuildSpec],
+    registry: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    insecure: bool = False,
+    progress: Progress | None = None,
+) -> PublishResult:
+    """The fan-in: write the manifest lists of ``specs`` once every member is in the registry (no engine)."""
+    from .publish import publish_lists as run_lists
+
+    return run_lists(specs, registry, dry_run=dry_run, force=force, insecure=insecure, progress=progress)
 
 
 def provision(
@@ -236,6 +254,15 @@ def provision(
 
     report = Report.load(ctx.report_path, missing_ok=False)
     return run_provision(engine, report, specs, dest, base_url, say=say)
+
+
+def merge_provisioned(
+    sources: Sequence[Path], dest: Path, base_url: str, say: Callable[[str], None] = print
+) -> MergeResult:
+    """Merge provision output directories into ``dest``: one SHA256SUMS and set of manifests."""
+    from .merge import merge
+
+    return merge(sources, dest, base_url, say=say)
 
 
 def bench_build(
