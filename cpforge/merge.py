@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_path, atomic_write_bytes, exclusive_lock
+from .fsutil import atomic_path, atomic_write_bytes
 from .provision import (
     MANIFEST,
     Provisioned,
     ProvisionError,
     Tarball,
-    _write_manifests,  # provision's own writers: the merged set must equal one provision's
-    _write_sums,
     catalogue,
+    index_lock,
+    write_index,  # provision's own writer: the merged set must equal one provision's
 )
 from .sources import sha256_file
 
@@ -224,13 +224,12 @@ def merge(sources: Sequence[Path], dest: Path, base_url: str, say: Callable[[str
         raise _refuse("refusing to merge: the same file name stands for different files", clashes, CLASH_HINT)
     n = len(directories)
     say(f"… merging {len(by_name)} tarball(s) from {n} director{'y' if n == 1 else 'ies'} into {dest}")
-    with exclusive_lock(dest / f".{MANIFEST}.lock"):
+    with index_lock(dest):
         there = _in_place(dest, sorted(by_name))
         clashes = _dest_clashes(dest, by_name, there)
         if clashes:
             raise _refuse(f"refusing to merge into {dest}", clashes, CLASH_HINT)
         merged = [_place(copies, dest, name in there, say) for name, copies in sorted(by_name.items())]
-        tarballs = catalogue(dest)
         done = [
             Provisioned(
                 f"{m.metadata.get('entry')}@{m.metadata.get('profile')}",
@@ -241,8 +240,7 @@ def merge(sources: Sequence[Path], dest: Path, base_url: str, say: Callable[[str
             )
             for m in merged
         ]
-        _write_sums(dest, done, tarballs)
-        channels, notes = _write_manifests(dest, tarballs, base_url)
+        channels, notes = write_index(dest, base_url, done)
     return MergeResult(merged, dest, dest / SUMS, dest / MANIFEST, channels, notes + _url_notes(directories, base_url))
 
 

@@ -31,6 +31,7 @@ runner OS's own picks.
 from __future__ import annotations
 
 import ast
+import contextlib
 import gzip
 import json
 import os
@@ -304,10 +305,8 @@ def provision(
     for spec in specs:
         say(f"… provisioning {spec.key}")
         done.append(_one(engine, report, spec, out))
-    with exclusive_lock(out / f".{MANIFEST}.lock"):
-        tarballs = catalogue(out)
-        sums = _write_sums(out, done, tarballs)
-        channels, notes = _write_manifests(out, tarballs, sums, base_url)
+    with index_lock(out):
+        channels, notes = write_index(out, base_url, done)
     base = base_url.rstrip("/")
     say(f"uv: UV_PYTHON_DOWNLOADS_JSON_URL={base}/{UV_JSON} (or {base}/{UV_DIR}/<runner OS>/{UV_JSON})")
     return ProvisionResult(done, out / MANIFEST, channels, notes, out / UV_JSON)
@@ -718,6 +717,23 @@ def catalogue(out: Path) -> list[Tarball]:
                 hint=f"delete it and {filename}, then run `invoke provision` again",
             ) from None
     return found
+
+
+def index_lock(out: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock under which a directory's index (SHA256SUMS, the manifests, uv's JSON) is rewritten."""
+    return exclusive_lock(out / f".{MANIFEST}.lock")
+
+
+def write_index(
+    out: Path, base_url: str, done: Sequence[Provisioned] = ()
+) -> tuple[dict[str, Path], list[str]]:
+    """Rewrite ``out``'s index from every tarball in it (``done``: this run's, already hashed):
+    SHA256SUMS, versions-manifest.json, the channel manifests and uv's JSON. The caller holds
+    `index_lock(out)` (flock is not re-entrant, so this does not take it). Returns the channel
+    manifests and the notes for builds the main manifest leaves out."""
+    tarballs = catalogue(out)
+    sums = _write_sums(out, done, tarballs)
+    return _write_manifests(out, tarballs, sums, base_url)
 
 
 def _write_sums(out: Path, done: Sequence[Provisioned], tarballs: Sequence[Tarball]) -> dict[str, str]:
