@@ -398,6 +398,9 @@ def verify(
         "dry_run": "print what would be pushed; push nothing",
         "force": "allow exact tags to move to a different image",
         "insecure": "plain HTTP for a non-loopback registry",
+        "images_only": "push images (per-arch tags, SBOMs) but write no manifest list: a CI job of one entry",
+        "lists_only": "push no image; write the manifest lists of the selected entries once every one of them is "
+        "in the registry (no engine needed): the fan-in job after the --images-only jobs",
     },
     iterable=LISTS,
 )
@@ -412,6 +415,8 @@ def publish(
     dry_run: bool = False,
     force: bool = False,
     insecure: bool = False,
+    images_only: bool = False,
+    lists_only: bool = False,
     report: str = "",
     engine: str = "",
     matrix_file: str = "",
@@ -423,7 +428,17 @@ def publish(
     or --matrix choose.
     """
     opts = common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)
-    show(cli.publish(opts, registry=registry, dry_run=dry_run, force=force, insecure=insecure))
+    show(
+        cli.publish(
+            opts,
+            registry=registry,
+            dry_run=dry_run,
+            force=force,
+            insecure=insecure,
+            images_only=images_only,
+            lists_only=lists_only,
+        )
+    )
 
 
 @task(
@@ -436,8 +451,10 @@ def publish(
         "matrix": FROM_REPORT,
         "dest": "directory for tarballs, metadata, SHA256SUMS and versions-manifest.json (default: <out>/dist)",
         "base_url": "URL the files will be served from (download_url in versions-manifest.json)",
+        "merge": "DIR: instead of provisioning, merge this provision output directory into --dest (repeatable): "
+        "all tarballs, one SHA256SUMS and one set of manifests; the same file name with other contents is refused",
     },
-    iterable=LISTS,
+    iterable=[*LISTS, "merge"],
 )
 @friendly
 def provision(
@@ -448,6 +465,7 @@ def provision(
     profile: str = "",
     dest: str = "",
     base_url: str = "https://python.internal.example/cpforge",
+    merge: list[str] | None = None,
     report: str = "",
     engine: str = "",
     matrix_file: str = "",
@@ -456,10 +474,11 @@ def provision(
     """Export relocatable interpreter tarballs + PYTHON.json + SHA256SUMS + versions-manifest.json.
 
     Entries: those of the last builds (the build report's, for --profile), unless --filter, --platform
-    or --matrix choose.
+    or --matrix choose. With --merge DIR (repeatable): merge provision output directories (e.g. one per
+    CI job) into --dest instead, as one provision of all their entries would have written it.
     """
     opts = common(matrix_file, out, report, engine, None, filter, platform, profile, matrix)
-    show(cli.provision(opts, dest=dest, base_url=base_url))
+    show(cli.provision(opts, dest=dest, base_url=base_url, merge=tuple(merge or ())))
 
 
 @task(help={"unit": "only the fast unit tests (no Docker)", "k": "only tests matching this pytest -k expression"})

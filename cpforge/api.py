@@ -27,6 +27,7 @@ from .sources import Fetched, Sources
 
 if TYPE_CHECKING:
     from .bench import BuildBench, FleetBench
+    from .merge import MergeResult
     from .provision import ProvisionResult
     from .publish import PublishResult
     from .speed import SpeedResult
@@ -69,13 +70,18 @@ class Context:
     ) -> Context:
         here = (cwd or Path.cwd()).absolute()
         mpath = resolve(here, matrix_file) if matrix_file else root / "matrix.yaml"
-        outp = resolve(here, out) if out else root / "build"
+        matrix = mx.load(mpath)
+        # Everything a matrix file owns sits beside it and is named by it (Matrix.namespace): its
+        # Dockerfiles, its lock, its default output directory. A second matrix file cannot overwrite
+        # or delete what another rendered, locked or built.
+        ns = f"-{matrix.namespace}" if matrix.namespace else ""
+        outp = resolve(here, out) if out else mpath.parent / f"build{ns}"
         env_mirrors = tuple(x for x in os.environ.get("CPFORGE_MIRRORS", "").split(",") if x)
         return cls(
-            matrix=mx.load(mpath),
-            ws=Workspace(root=root, out=outp),
+            matrix=matrix,
+            ws=Workspace(root=root, out=outp, matrix_dir=mpath.parent),
             report_path=resolve(here, report) if report else outp / "report.json",
-            lock_path=mpath.with_name("matrix.lock"),
+            lock_path=mpath.with_suffix(".lock"),
             extra_mirrors=(*mirrors, *env_mirrors),
             cwd=here,
         )
@@ -156,8 +162,8 @@ def render_dockerfiles(ctx: Context, check: bool = False) -> list[str]:
     """Write (or, with check, only compare) every entry's Dockerfiles; return the paths that differ."""
     specs = ctx.matrix.expand_all()
     if check:
-        return render.check(ctx.ws.root, ctx.renderer, specs)
-    return render.write(ctx.ws.root, ctx.renderer, specs)
+        return render.check(ctx.ws.dockerfiles_base, ctx.renderer, specs)
+    return render.write(ctx.ws.dockerfiles_base, ctx.renderer, specs)
 
 
 def fetch_sources(ctx: Context, specs: Sequence[mx.BuildSpec]) -> list[Fetched]:
@@ -225,7 +231,7 @@ def verify(
     """Rebuild ``specs`` without the layer cache and compare them bit for bit with their last build."""
     from .verify import verify as run_verify
 
-    rebuilds = Workspace(root=ctx.ws.root, out=ctx.ws.out / "verify")  # where verify's rebuilds log
+    rebuilds = dataclasses.replace(ctx.ws, out=ctx.ws.out / "verify")  # where verify's rebuilds log
     progress.attach_logs({s.key: rebuilds.log_path(s) for s in specs})
     return run_verify(ctx, engine, specs, progress)
 
@@ -240,8 +246,9 @@ def publish(
     force: bool = False,
     insecure: bool = False,
     progress: Progress | None = None,
+    lists: bool = True,
 ) -> PublishResult:
-    """Push the images of ``specs`` that passed, with manifest lists and SBOMs."""
+    """Push the images of ``specs`` that passed, with manifest lists (unless not ``lists``) and SBOMs."""
     from .publish import publish as run_publish
 
     report = Report.load(ctx.report_path, missing_ok=False)
@@ -255,7 +262,23 @@ def publish(
         force=force,
         insecure=insecure,
         progress=progress,
+        lists=lists,
     )
+
+
+def publish_lists(
+    specs: Sequence[mx.BuildSpec],
+    registry: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    insecure: bool = False,
+    progress: Progress | None = None,
+) -> PublishResult:
+    """The fan-in: write the manifest lists of ``specs`` once every member is in the registry (no engine)."""
+    from .publish import publish_lists as run_lists
+
+    return run_lists(specs, registry, dry_run=dry_run, force=force, insecure=insecure, progress=progress)
 
 
 def provision(
@@ -271,6 +294,15 @@ def provision(
 
     report = Report.load(ctx.report_path, missing_ok=False)
     return run_provision(engine, report, specs, dest, base_url, say=say)
+
+
+def merge_provisioned(
+    sources: Sequence[Path], dest: Path, base_url: str, say: Callable[[str], None] = print
+) -> MergeResult:
+    """Merge provision output directories into ``dest``: one SHA256SUMS and set of manifests."""
+    from .merge import merge
+
+    return merge(sources, dest, base_url, say=say)
 
 
 def bench_build(

@@ -49,6 +49,12 @@ class Workspace:
 
     root: Path
     out: Path
+    matrix_dir: Path | None = None  # where the matrix file is: its Dockerfiles live beside it
+
+    @property
+    def dockerfiles_base(self) -> Path:
+        """The directory the specs' `dockerfile` paths are relative to."""
+        return self.matrix_dir or self.root
 
     @property
     def scripts(self) -> Path:
@@ -173,12 +179,12 @@ class Builder:
 
     def preflight(self, specs: Sequence[BuildSpec]) -> None:
         """Everything that can refuse the plan, before any image is built."""
-        drift = render.check(self.ws.root, self.renderer, specs)
+        drift = render.check(self.ws.dockerfiles_base, self.renderer, specs)
         drift = [d for d in drift if d in {s.dockerfile for s in specs}]
         if drift:
             raise RenderError(
                 "committed Dockerfiles differ from the templates: " + ", ".join(drift),
-                hint="run `invoke render` and commit the result",
+                hint="run `invoke render` (with the same --matrix-file) and commit the result",
             )
         self.sources.ensure_all([s.source for s in specs])
         needs: dict[Worker, set[tuple[Distro, Platform]]] = {}

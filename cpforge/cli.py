@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import api, output
+from . import matrix as mx
 from .build import BuildOptions
 from .builders import parse_flag as parse_builder
 from .errors import EntriesStale, UpdateAvailable, UsageError
@@ -162,21 +163,86 @@ def verify(common: Common, rebuild: bool) -> Outcome:
     return output.verified(results, p.style)
 
 
-def publish(common: Common, *, registry: str, dry_run: bool, force: bool, insecure: bool) -> Outcome:
+def publish(
+    common: Common,
+    *,
+    registry: str,
+    dry_run: bool,
+    force: bool,
+    insecure: bool,
+    images_only: bool = False,
+    lists_only: bool = False,
+) -> Outcome:
     if not registry:
         raise UsageError(
             "publish needs --registry HOST[:PORT]/NAMESPACE",
             hint="e.g. invoke publish --registry registry.example.com/platform (add --dry-run to see the plan)",
         )
+    if images_only and lists_only:
+        raise UsageError(
+            "--images-only and --lists-only exclude each other",
+            hint="per-entry CI jobs: --images-only; the one fan-in job after them: --lists-only; neither: both",
+        )
     ctx = common.context()
     specs = api.select(ctx, "publish", common.choice)
+    if lists_only:
+        return publish_lists(specs, registry, dry_run=dry_run, force=force, insecure=insecure)
     engine = api.holders(ctx, specs, common.engine)
     with progress(len(specs)) as p:
-        res = api.publish(ctx, engine, specs, registry, dry_run=dry_run, force=force, insecure=insecure, progress=p)
+        res = api.publish(
+            ctx,
+            engine,
+            specs,
+            registry,
+            dry_run=dry_run,
+            force=force,
+            insecure=insecure,
+            progress=p,
+            lists=not images_only,
+        )
     return output.published(res, registry)
 
 
-def provision(common: Common, *, dest: str, base_url: str) -> Outcome:
+def publish_lists(specs: list[mx.BuildSpec], registry: str, *, dry_run: bool, force: bool, insecure: bool) -> Outcome:
+    """`publish --lists-only`: the fan-in; reads the registry, needs no engine and no local images."""
+    with progress(len(specs)) as p:
+        res = api.publish_lists(specs, registry, dry_run=dry_run, force=force, insecure=insecure, progress=p)
+    return output.published(res, registry)
+
+
+def provision_merge(common: Common, *, dest: str, base_url: str, sources: tuple[str, ...]) -> Outcome:
+    """`provision --merge DIR…`: one directory from several provision outputs. Reads no matrix, no
+    report and no engine, so the options that choose those are refused rather than ignored."""
+    c = common.choice
+    given = [
+        flag
+        for flag, on in (
+            ("--filter", bool(c.filters)),
+            ("--platform", bool(c.platforms)),
+            ("--matrix", c.whole_matrix),
+            ("--profile", c.profile is not None),
+            ("--report", bool(common.report)),
+            ("--engine", bool(common.engine)),
+            ("--matrix-file", bool(common.matrix_file)),
+        )
+        if on
+    ]
+    if given:
+        raise UsageError(
+            f"--merge takes every tarball of the directories it names; {', '.join(given)} cannot apply to it",
+            hint="invoke provision --merge DIR --merge DIR [--dest DIR] [--base-url URL]",
+        )
+    here = (common.cwd or Path.cwd()).absolute()
+    out = api.resolve(here, common.out) if common.out else api.ROOT / "build"
+    target = api.resolve(here, dest) if dest else out / "dist"
+    with progress(0) as p:
+        res = api.merge_provisioned([api.resolve(here, s) for s in sources], target, base_url, say=p.say)
+    return output.merged(res)
+
+
+def provision(common: Common, *, dest: str, base_url: str, merge: tuple[str, ...] = ()) -> Outcome:
+    if merge:
+        return provision_merge(common, dest=dest, base_url=base_url, sources=merge)
     ctx = common.context()
     specs = api.select(ctx, "provision", common.choice)
     target = ctx.resolve(dest) if dest else ctx.ws.out / "dist"

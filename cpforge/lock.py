@@ -27,7 +27,7 @@ from typing import Any
 from .builders import Holders
 from .engine import Engine, EngineAPI, short_ref
 from .errors import LockError as LockError
-from .fsutil import atomic_write_text
+from .fsutil import atomic_path, atomic_write_text
 from .matrix import KNOWN_PLATFORMS, BuildSpec, Platform
 from .progress import Progress, fmt_seconds
 from .render import CONTEXT_SCRIPTS, Renderer
@@ -102,8 +102,8 @@ def pin_pgo_profile(root: Path, spec: BuildSpec, used: dict[str, str]) -> bool:
                 hint="rebuild the entry so it reuses the pinned profile, then lock (or delete the file to retrain)",
             )
         return False
-    pinned.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(built, pinned)
+    with atomic_path(pinned) as tmp:
+        shutil.copyfile(built, tmp)
     return True
 
 

@@ -246,6 +246,9 @@ class BuildSpec:
     epoch: int  # SOURCE_DATE_EPOCH: the release's day, so builds are reproducible and dated truthfully
     base_image: str
     build_platform: Platform  # where the compiler runs: cross-compiles when it differs from platform
+    # The matrix file's name when it is not matrix.yaml (Matrix.namespace): names its Dockerfiles
+    # directory and pinned PGO profiles, so that two matrix files never share them.
+    namespace: str = ""
     repository: str
     smoke_modules: tuple[str, ...]
 
@@ -269,8 +272,13 @@ class BuildSpec:
 
     @property
     def dockerfile(self) -> str:
-        """Path of the committed Dockerfile, relative to the repository root."""
-        return f"dockerfiles/{self.id}/Dockerfile.{self.profile.name}"
+        """Path of the committed Dockerfile, relative to the matrix file's directory (for the repository's
+        own matrix.yaml: the repository root)."""
+        return f"{self.dockerfiles_dir}/{self.id}/Dockerfile.{self.profile.name}"
+
+    @property
+    def dockerfiles_dir(self) -> str:
+        return f"dockerfiles-{self.namespace}" if self.namespace else "dockerfiles"
 
     @property
     def key(self) -> str:
@@ -289,7 +297,8 @@ class BuildSpec:
         again, so a release build is reproducible. None for builds without PGO."""
         if not self.pgo:
             return None
-        return f"pgo/{self.id}.{self.profile.name}.{self.pgo_config}.tar.xz"
+        ns = f"{self.namespace}/" if self.namespace else ""
+        return f"pgo/{ns}{self.id}.{self.profile.name}.{self.pgo_config}.tar.xz"
 
     @property
     def pgo_config(self) -> str:
@@ -347,6 +356,13 @@ class Matrix:
     exclude: tuple[str, ...] = ()
     builders: tuple[BuilderEngine, ...] = ()  # the `builders:` section; () when there is none
 
+    @property
+    def namespace(self) -> str:
+        """"" for a file named matrix.yaml, else the file's stem: what this matrix's outputs are named by,
+        so that a second matrix file can never overwrite what another one rendered, locked or built."""
+        stem = Path(self.path).stem
+        return "" if stem == "matrix" else stem
+
     def profile(self, name: str) -> Profile:
         for p in self.profiles:
             if p.name == name:
@@ -378,6 +394,7 @@ class Matrix:
                     build_platform=self.build_platform,
                     repository=self.repository,
                     smoke_modules=(*self.smoke_modules, *ver.modules),
+                    namespace=self.namespace,
                 )
             )
         return specs

@@ -20,6 +20,7 @@ from .report import EntryResult
 if TYPE_CHECKING:
     from .base import BaseResult
     from .bench import BuildBench
+    from .merge import MergeResult
     from .provision import ProvisionResult
     from .publish import PublishResult
     from .sources import Fetched
@@ -155,6 +156,11 @@ def published(res: PublishResult, registry: str) -> Outcome:
         *(f"  pushed    {registry}/…:{tag}" for tag in res.pushed),
         *(f"  unchanged {registry}/…:{tag}" for tag in sorted(set(res.unchanged))),
         *(f"  sbom      {key}: {path}" for key, path in sorted(res.sboms.items())),
+        *(
+            f"  deferred  {registry}/…:{tag} and its moving manifest lists (--images-only: "
+            "`invoke publish --lists-only` writes them once every platform is pushed)"
+            for tag in res.deferred
+        ),
         *(f"  SKIPPED   {why}" for why in res.skipped),
         f"{len(res.pushed)} tag(s) changed, {len(set(res.unchanged))} unchanged, {len(res.skipped)} skipped",
     ]
@@ -178,6 +184,24 @@ def provisioned(res: ProvisionResult, target: Path) -> Outcome:
     lines += [f"  NOTE  {note}" for note in res.notes]
     channels = ", ".join(str(p.relative_to(target)) for p in res.channels.values())
     lines.append(f"{len(res.tarballs)} tarball(s), SHA256SUMS and {res.manifest.name} in {target}")
+    lines.append(f"per-channel manifests: {channels}")
+    return Outcome(tuple(lines))
+
+
+def merged(res: MergeResult) -> Outcome:
+    """After `provision --merge`: each tarball, copied or already in place, and the notes."""
+    lines = []
+    for m in res.tarballs:
+        more = f" (and {len(m.sources) - 1} more)" if len(m.sources) > 1 else ""
+        state = "copied   " if m.copied else "unchanged"
+        lines.append(f"  {state} {m.filename}  glibc>={m.metadata['glibc_min']}  from {m.sources[0]}{more}")
+    lines += [f"  NOTE  {note}" for note in res.notes]
+    copied = sum(m.copied for m in res.tarballs)
+    lines.append(
+        f"{len(res.tarballs)} tarball(s) merged ({copied} copied, {len(res.tarballs) - copied} already there); "
+        f"{res.sums.name} and {res.manifest.name} in {res.dest}"
+    )
+    channels = ", ".join(str(p.relative_to(res.dest)) for p in res.channels.values())
     lines.append(f"per-channel manifests: {channels}")
     return Outcome(tuple(lines))
 

@@ -1,4 +1,5 @@
-"""CI provisioning: relocatable interpreter tarballs, PYTHON.json, SHA256SUMS, versions-manifest.json.
+"""CI provisioning: relocatable interpreter tarballs, PYTHON.json, SHA256SUMS, versions-manifest.json
+for actions/setup-python and download-metadata.json for uv.
 
 Each tarball is built from an entry's verified artifact (cpython.tar, re-hashed against the build
 report before it is unpacked with tarfile's `data` filter) and made relocatable:
@@ -7,8 +8,10 @@ report before it is unpacked with tarfile's `data` filter) and made relocatable:
     (patchelf), so it runs anywhere it is unpacked without LD_LIBRARY_PATH;
   * scripts' `#!/usr/local/bin/python3.X` shebangs become a /bin/sh trampoline that finds the
     interpreter next to the script;
-  * `_sysconfigdata_*.py` computes the prefix from its own location, so building extensions after
-    unpacking uses the unpacked headers and libraries.
+  * `_sysconfigdata_*.py` keeps the literal `build_time_vars = {...}` uv parses and rewrites, with
+    python-build-standalone's `/install` placeholder prefix (uv puts its install directory there);
+    code after the literal computes the prefix from the file's own location, so building extensions
+    after unpacking anywhere else uses the unpacked headers and libraries; pkg-config files likewise.
 The highest GLIBC_ symbol version any ELF file needs is recorded, and decides which runner OS
 versions the manifest offers the file to (actions/setup-python matches `platform_version` exactly).
 
@@ -17,10 +20,18 @@ Every file is written to a unique temp file and renamed into place. Tarballs are
 the metadata of every tarball in the directory, under a lock, so concurrent or interrupted runs lose
 nothing; `slot_rank` decides which build versions-manifest.json offers where several compete, and
 every build also appears in its channel's manifest (channels/<channel>/versions-manifest.json).
+
+uv (UV_PYTHON_DOWNLOADS_JSON_URL) installs the same tarballs: it unpacks an archive with several
+top-level entries as it is, which is the flat layout setup-python's setup.sh needs too, so one file
+(one sha256) serves both. Its JSON lists one build per uv key (version, arch, free-threading) from the
+same slots (`uv_picks`): download-metadata.json beside each manifest, and uv/<runner OS>/ for each
+runner OS's own picks.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import gzip
 import json
 import os
@@ -77,6 +88,11 @@ RUNNER_GLIBC: tuple[tuple[str, tuple[int, int]], ...] = (
 MANIFEST_ARCH = {"amd64": "x64", "arm64": "arm64"}
 MANIFEST = "versions-manifest.json"
 CHANNELS = "channels"  # <dest>/channels/<channel>/versions-manifest.json: every build of one channel
+# What uv reads from UV_PYTHON_DOWNLOADS_JSON_URL (python-build-standalone's download-metadata.json):
+# <dest>/download-metadata.json, <dest>/uv/<runner OS>/ and <dest>/channels/<channel>/ each have one.
+UV_JSON = "download-metadata.json"
+UV_DIR = "uv"
+UV_ARCH = {"x64": "x86_64", "arm64": "aarch64"}  # setup-python's arch → uv's (python-build-standalone's)
 SETUP_SH = """#!/bin/bash
 # Installs this interpreter into the GitHub Actions tool cache, as actions/setup-python expects.
 set -euo pipefail
@@ -107,6 +123,7 @@ class ProvisionResult:
     channels: dict[str, Path]  # channel → its manifest, for every channel in <dest>
     # Builds versions-manifest.json leaves out, for some runners or all, and why (never silent)
     notes: list[str]
+    uv: Path  # <dest>/download-metadata.json; <dest>/uv/<runner OS>/ holds one per runner OS
 
 
 def _patchelf() -> str:
@@ -147,20 +164,101 @@ def _rewrite(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, data, mode=path.stat().st_mode & 0o7777)
 
 
-def relocate_sysconfigdata(path: Path, prefix: str = "/usr/local") -> None:
-    """Make `_sysconfigdata_*.py` derive the prefix from where it lies (prefix/lib/pythonX.Y/)."""
-    text = path.read_text()
-    if "build_time_vars = {" not in text or "_cpforge_prefix" in text:
+SYSCONFIG_HEADER = "# system configuration generated and used by the sysconfig module\n"
+# python-build-standalone's prefix. uv, when it installs an interpreter, rewrites `_sysconfigdata_*.py`
+# with every whitespace-separated word that starts with it starting with the install directory instead.
+UV_PREFIX = "/install"
+
+
+def prefix_words(prefix: str) -> str:
+    """A pattern for ``prefix`` where it starts a whitespace-separated word and ends a path component:
+    the words uv rewrites (`/usr/local/lib`, `/usr/local`; not `--prefix=/usr/local`, `/usr/bin/install`)."""
+    return rf"(?<!\S){re.escape(prefix)}(?=/|\s|$)"
+
+
+SYSCONFIG_TRAILER = f"""
+# cpforge: a relocatable install. Above, the prefix is {UV_PREFIX}, as in python-build-standalone's
+# builds: uv rewrites this file when it installs the interpreter (and drops what follows). Anywhere
+# else, the prefix is where this file lies (prefix/lib/pythonX.Y/).
+import os as _os
+import re as _re
+
+_cpforge_prefix = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))
+build_time_vars = {{
+    _k: _re.sub({prefix_words(UV_PREFIX)!r}, lambda _m: _cpforge_prefix, _v) if isinstance(_v, str) else _v
+    for _k, _v in build_time_vars.items()
+}}
+"""
+
+
+def _uv_value(key: object, value: object) -> bool:
+    """What uv's parser of `_sysconfigdata_` accepts: string keys; string values without escapes
+    other than quotes and backslashes, or 32-bit integers."""
+    if not isinstance(key, str) or not key.isprintable():
+        return False
+    if isinstance(value, str):
+        return value.isprintable()
+    return type(value) is int and -(2**31) <= value < 2**31
+
+
+def relocate_sysconfigdata(path: Path, prefix: str = "/usr/local", what: str = "") -> None:
+    """Make `_sysconfigdata_*.py` relocatable, for uv and for everything else.
+
+    The file stays what CPython generates and uv parses (`SYSCONFIG_HEADER`, then a literal
+    `build_time_vars = {...}` of strings and ints), with each word that starts with ``prefix``
+    starting with `UV_PREFIX` instead, as in python-build-standalone's builds: uv replaces those
+    words by its install directory. `SYSCONFIG_TRAILER`, which uv drops, replaces them by the
+    directory three levels above the file, so an unpacked or moved tree works without uv too.
+    ``what`` names the file in errors (default: its path)."""
+    text = path.read_text(encoding="utf-8")
+    if "_cpforge_prefix" in text:
         return
-    text = text.replace("build_time_vars = {", "_build_time_vars = {", 1)
-    text += (
-        "\n# cpforge: relocatable install; the prefix is where this file lies.\n"
-        "import os as _os\n"
-        "_cpforge_prefix = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))\n"
-        f"build_time_vars = {{k: (v.replace({prefix!r}, _cpforge_prefix) if isinstance(v, str) else v)\n"
-        "                   for k, v in _build_time_vars.items()}\n"
-    )
-    _rewrite(path, text.encode())
+    what = what or str(path)
+    data = _sysconfig_literal(what, text)
+    taken = sorted(k for k, v in data.items() if isinstance(v, str) and re.search(prefix_words(UV_PREFIX), v))
+    if taken:
+        raise ProvisionError(
+            f"{what}: {', '.join(taken)} already hold paths under {UV_PREFIX}, the placeholder uv replaces, "
+            "so the interpreter cannot be made relocatable",
+            hint=f"build CPython with a prefix other than {UV_PREFIX} (cpforge's builds use /usr/local)",
+        )
+    pattern = prefix_words(prefix)
+    literal = {k: re.sub(pattern, UV_PREFIX, v) if isinstance(v, str) else v for k, v in data.items()}
+    body = "".join(f"    {k!r}: {v!r},\n" for k, v in literal.items())
+    _rewrite(path, (SYSCONFIG_HEADER + "build_time_vars = {\n" + body + "}\n" + SYSCONFIG_TRAILER).encode())
+
+
+def _sysconfig_literal(what: str, text: str) -> dict[str, str | int]:
+    """build_time_vars of a `_sysconfigdata_*.py` as CPython writes it, or a ProvisionError."""
+    try:
+        if not text.startswith(SYSCONFIG_HEADER):
+            raise ValueError(f"it does not start with {SYSCONFIG_HEADER.strip()!r}")
+        body = ast.parse(text).body
+        if not (
+            len(body) == 1
+            and isinstance(body[0], ast.Assign)
+            and [ast.unparse(t) for t in body[0].targets] == ["build_time_vars"]
+        ):
+            raise ValueError("it is not one assignment to build_time_vars")
+        data = ast.literal_eval(body[0].value)
+        if not isinstance(data, dict) or not all(_uv_value(k, v) for k, v in data.items()):
+            raise ValueError("build_time_vars is not a dict of printable strings and 32-bit integers")
+    except (SyntaxError, ValueError) as exc:
+        raise ProvisionError(
+            f"{what} is not sysconfig data as CPython writes it ({exc}): uv could not install the "
+            "interpreter, and it could not be made relocatable",
+            hint="rebuild the entry from an unmodified CPython source",
+        ) from None
+    return data
+
+
+def relocate_pkgconfig(path: Path, prefix: str = "/usr/local") -> None:
+    """`prefix=/usr/local` in a pkg-config file becomes `prefix=${pcfiledir}/../..` (the file lies in
+    prefix/lib/pkgconfig/): pkg-config finds the unpacked headers and libraries wherever they are."""
+    text = path.read_text(encoding="utf-8")
+    relocated = re.sub(rf"^prefix={re.escape(prefix)}/?$", "prefix=${pcfiledir}/../..", text, flags=re.MULTILINE)
+    if relocated != text:
+        _rewrite(path, relocated.encode())
 
 
 def trampoline(exe: str) -> bytes:
@@ -209,11 +307,11 @@ def provision(
     for spec in specs:
         say(f"… provisioning {spec.key}")
         done.append(_one(holders.of(report.entries[spec.key]), report, spec, out))
-    with exclusive_lock(out / f".{MANIFEST}.lock"):
-        tarballs = catalogue(out)
-        _write_sums(out, done, tarballs)
-        channels, notes = _write_manifests(out, tarballs, base_url)
-    return ProvisionResult(done, out / MANIFEST, channels, notes)
+    with index_lock(out):
+        channels, notes = write_index(out, base_url, done)
+    base = base_url.rstrip("/")
+    say(f"uv: UV_PYTHON_DOWNLOADS_JSON_URL={base}/{UV_JSON} (or {base}/{UV_DIR}/<runner OS>/{UV_JSON})")
+    return ProvisionResult(done, out / MANIFEST, channels, notes, out / UV_JSON)
 
 
 def _refusals(holders: Holders, report: Report, specs: Sequence[BuildSpec]) -> list[str]:
@@ -320,8 +418,11 @@ def _relocate_scripts(spec: BuildSpec, root: Path) -> str:
             data = script.read_bytes()
             if data.startswith(b"#!/usr/local/bin/python"):
                 _rewrite(script, trampoline(exe) + data.split(b"\n", 1)[1])
-    for data_file in root.glob("lib/python*/_sysconfigdata_*.py"):
-        relocate_sysconfigdata(data_file)
+    for data_file in sorted(root.glob("lib/python*/_sysconfigdata_*.py")):
+        relocate_sysconfigdata(data_file, what=f"{spec.key}: {data_file.relative_to(root)}")
+    for pc in sorted(root.glob("lib/pkgconfig/*.pc")):
+        if not pc.is_symlink():
+            relocate_pkgconfig(pc)
     return exe
 
 
@@ -620,9 +721,26 @@ def catalogue(out: Path) -> list[Tarball]:
     return found
 
 
-def _write_sums(out: Path, done: Sequence[Provisioned], tarballs: Sequence[Tarball]) -> None:
+def index_lock(out: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock under which a directory's index (SHA256SUMS, the manifests, uv's JSON) is rewritten."""
+    return exclusive_lock(out / f".{MANIFEST}.lock")
+
+
+def write_index(
+    out: Path, base_url: str, done: Sequence[Provisioned] = ()
+) -> tuple[dict[str, Path], list[str]]:
+    """Rewrite ``out``'s index from every tarball in it (``done``: this run's, already hashed):
+    SHA256SUMS, versions-manifest.json, the channel manifests and uv's JSON. The caller holds
+    `index_lock(out)` (flock is not re-entrant, so this does not take it). Returns the channel
+    manifests and the notes for builds the main manifest leaves out."""
+    tarballs = catalogue(out)
+    sums = _write_sums(out, done, tarballs)
+    return _write_manifests(out, tarballs, sums, base_url)
+
+
+def _write_sums(out: Path, done: Sequence[Provisioned], tarballs: Sequence[Tarball]) -> dict[str, str]:
     """SHA256SUMS of every tarball in ``out``: this run's, earlier ones', and any an interrupted run
-    left out (hashed now). Lines for files that are gone are dropped."""
+    left out (hashed now). Lines for files that are gone are dropped. Returns file name → sha256."""
     sums = out / "SHA256SUMS"
     existing: dict[str, str] = {}
     if sums.exists():
@@ -635,26 +753,101 @@ def _write_sums(out: Path, done: Sequence[Provisioned], tarballs: Sequence[Tarba
         if t.filename not in existing:
             existing[t.filename] = sha256_file(out / t.filename)
     atomic_write_text(sums, "".join(f"{d}  {n}\n" for n, d in sorted(existing.items())))
+    return existing
 
 
-def _write_manifests(out: Path, tarballs: Sequence[Tarball], base_url: str) -> tuple[dict[str, Path], list[str]]:
+def _write_manifests(
+    out: Path, tarballs: Sequence[Tarball], sums: dict[str, str], base_url: str
+) -> tuple[dict[str, Path], list[str]]:
     """versions-manifest.json (per slot the build `slot_rank` picks) and one manifest per channel
-    (every build of that channel). Returns the channel manifests and a note for each build the main
-    manifest leaves out."""
+    (every build of that channel); uv's download-metadata.json beside each, and one per runner OS
+    (`uv_picks`). All are made before any is written. Returns the channel manifests and a note for
+    each build the main manifest leaves out."""
     main = fill_slots(tarballs)
-    atomic_write_text(out / MANIFEST, json.dumps(manifest_json(main, base_url), indent=2, sort_keys=True) + "\n")
+    files: dict[Path, object] = {
+        out / MANIFEST: manifest_json(main, base_url),
+        out / UV_JSON: uv_json(uv_picks(main), sums, base_url),
+    }
+    for runner, _glibc in RUNNER_GLIBC:
+        files[out / UV_DIR / runner_os(runner) / UV_JSON] = uv_json(uv_picks(main, runner), sums, base_url)
     channel_slots: dict[str, dict[Slot, Tarball]] = {}
     channels: dict[str, Path] = {}
     for channel in sorted({t.channel for t in tarballs}):
         slots = channel_slots[channel] = fill_slots([t for t in tarballs if t.channel == channel])
         path = channels[channel] = out / CHANNELS / channel / MANIFEST
-        atomic_write_text(path, json.dumps(manifest_json(slots, base_url), indent=2, sort_keys=True) + "\n")
-    for stale in sorted((out / CHANNELS).glob(f"*/{MANIFEST}")):
-        if stale.parent.name not in channels:  # its builds are gone: offer nothing that 404s
-            stale.unlink()
+        files[path] = manifest_json(slots, base_url)
+        files[path.with_name(UV_JSON)] = uv_json(uv_picks(slots), sums, base_url)
+    for path, data in files.items():
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    for stale in sorted((out / CHANNELS).glob("*/*.json")):
+        if stale.parent.name not in channels and stale.name in (MANIFEST, UV_JSON):
+            stale.unlink()  # its builds are gone: offer nothing that 404s
             if not any(stale.parent.iterdir()):
                 stale.parent.rmdir()
     return channels, shadow_notes(tarballs, main, channel_slots, base_url)
+
+
+# ------------------------------------------------------------------------------------------ uv
+
+
+def runner_os(runner: str) -> str:
+    """A runner OS version as a directory name: debian-13, ubuntu-24.04."""
+    return f"{'ubuntu' if '.' in runner else 'debian'}-{runner}"
+
+
+def uv_key(t: Tarball) -> str:
+    """The name uv gives the interpreter: cpython-3.14.7-linux-x86_64-gnu,
+    cpython-3.14.7+freethreaded-linux-x86_64-gnu (its install directory, and the JSON's key)."""
+    flavour = "+freethreaded" if t.arch.endswith("-freethreaded") else ""
+    return f"cpython-{t.version}{flavour}-linux-{UV_ARCH[t.arch.removesuffix('-freethreaded')]}-gnu"
+
+
+def uv_picks(slots: dict[Slot, Tarball], runner: str | None = None) -> list[Tarball]:
+    """The builds a uv JSON lists, one per uv key (version, arch, free-threading; libc is always gnu),
+    from the slots `fill_slots` filled by `slot_rank`, as versions-manifest.json's.
+
+    For a ``runner`` OS: the build its slot holds, as setup-python would install there. Without one
+    (uv cannot tell hosts apart by glibc): of the builds some runner's slot holds, the one that runs on
+    the most hosts (the oldest glibc), so the default JSON never offers a build a listed runner cannot
+    run; a newer-glibc build for the same key is in the JSON of the runner OS it was picked for."""
+    picks: dict[str, Tarball] = {}
+    for (_version, _arch, slot_runner), t in sorted(slots.items()):
+        if runner is not None and slot_runner != runner:
+            continue
+        key = uv_key(t)
+        if key not in picks or (t.glibc_min, slot_rank(t)) < (picks[key].glibc_min, slot_rank(picks[key])):
+            picks[key] = t
+    return [picks[k] for k in sorted(picks)]
+
+
+def uv_json(picks: Sequence[Tarball], sums: dict[str, str], base_url: str) -> dict[str, dict[str, Any]]:
+    """uv's list of Python downloads (python-build-standalone's download-metadata.json), keyed by
+    `uv_key`. `build` names the tarball's content (its sha256), so `uv python upgrade` reinstalls a
+    rebuilt interpreter of the same version and leaves an unchanged one alone."""
+    entries: dict[str, dict[str, Any]] = {}
+    for t in picks:
+        m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)((?:a|b|rc)\d+)?", t.version)
+        if m is None:
+            raise ProvisionError(
+                f"{t.filename}: version {t.version!r} is not a CPython version uv understands (X.Y.Z[a|b|rcN])",
+                hint="fix the entry's version in matrix.yaml, rebuild and provision it again",
+            )
+        ft = t.arch.endswith("-freethreaded")
+        entries[uv_key(t)] = {
+            "name": "cpython",
+            "arch": {"family": UV_ARCH[t.arch.removesuffix("-freethreaded")], "variant": None},
+            "os": "linux",
+            "libc": "gnu",
+            "major": int(m[1]),
+            "minor": int(m[2]),
+            "patch": int(m[3]),
+            "prerelease": m[4] or "",
+            "url": f"{base_url.rstrip('/')}/{t.filename}",
+            "sha256": sums[t.filename],
+            "variant": "freethreaded" if ft else None,
+            "build": f"cpforge.{sums[t.filename][:12]}",
+        }
+    return entries
 
 
 def _why(winner: Tarball, loser: Tarball) -> str:

@@ -11,6 +11,11 @@ not pass its smoke test, no longer exists locally under the report's image id, h
 points elsewhere, or whose architecture is not the entry's is pushed (checked again right before each
 push). Manifest lists are merged, never replaced, and read back after each write: parallel publishers
 (one CI job per architecture) retry a lost update instead of dropping each other's platforms.
+
+CI fan-out (build.yml) splits the two halves: each per-entry job pushes its image with `lists=False`
+(per-arch tags and SBOM only), and one fan-in job, after all of them, runs `publish_lists`, which
+needs no engine: it writes a group's lists only once every selected member's per-arch exact tag is
+in the registry, so no list ever names a subset of the platforms that were meant to be there.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class PublishResult:
     skipped: list[str] = field(default_factory=list)  # "entry: why"
     sboms: dict[str, str] = field(default_factory=dict)  # entry key -> sbom file
     planned: list[str] = field(default_factory=list)  # dry run: what would happen
+    deferred: list[str] = field(default_factory=list)  # exact lists left to `publish_lists` (lists=False)
 
 
 def arch_tags(spec: BuildSpec) -> tuple[str, list[str]]:
@@ -253,12 +259,14 @@ def publish(
     insecure: bool = False,
     push_attempts: int = 3,
     progress: Progress | None = None,
+    lists: bool = True,
 ) -> PublishResult:
     """Push the images of ``specs`` that passed (per-arch tags), then their manifest lists and SBOMs.
     Each image is pushed from the engine that holds it (``engine``: one engine, or the engines the
     report records, cpforge.builders.Holders); manifest lists follow once every member is verified.
     ``progress`` (optional) gets a line per image (pushing, pushed or unchanged, with the time) and
-    per group of manifest lists."""
+    per group of manifest lists. ``lists=False`` writes no manifest list: a fan-in `publish_lists`
+    does, once every platform is pushed (the groups are named in ``deferred``)."""
     host, ns = parse_reference(target)
     name = specs[0].repository.rsplit("/", 1)[-1] if specs else "python"
     repo = f"{ns}/{name}" if ns else name
@@ -280,21 +288,34 @@ def publish(
         ours = {c.arch: members[t] for c in group_members if (t := arch_tags(c.spec)[0]) in members}
         if not ours:
             continue
-        t0 = time.monotonic()
-        outcome = update_index(reg, group, ours, dry_run=dry_run)
-        if progress and not dry_run:
-            retried = (
-                f" after {outcome.attempts} attempts (another publisher wrote too)" if outcome.attempts > 1 else ""
-            )
-            state = "pushed" if outcome.pushed else "unchanged"
-            progress.say(
-                f"✓ {group.exact}: manifest lists {state} [{', '.join(outcome.archs)}] "
-                f"in {fmt_seconds(time.monotonic() - t0)}{retried}"
-            )
-        result.pushed.extend(outcome.pushed)
-        result.unchanged.extend(outcome.unchanged)
-        result.planned.extend(outcome.planned)
+        if not lists:
+            result.deferred.append(group.exact)
+            continue
+        _write_lists(reg, group, ours, result, dry_run, progress)
     return result
+
+
+def _write_lists(
+    reg: Registry,
+    group: IndexGroup,
+    ours: Mapping[str, Member],
+    result: PublishResult,
+    dry_run: bool,
+    progress: Progress | None,
+) -> None:
+    """`update_index` for one group, with its progress line and its tags in ``result``."""
+    t0 = time.monotonic()
+    outcome = update_index(reg, group, ours, dry_run=dry_run)
+    if progress and not dry_run:
+        retried = f" after {outcome.attempts} attempts (another publisher wrote too)" if outcome.attempts > 1 else ""
+        state = "pushed" if outcome.pushed else "unchanged"
+        progress.say(
+            f"✓ {group.exact}: manifest lists {state} [{', '.join(outcome.archs)}] "
+            f"in {fmt_seconds(time.monotonic() - t0)}{retried}"
+        )
+    result.pushed.extend(outcome.pushed)
+    result.unchanged.extend(outcome.unchanged)
+    result.planned.extend(outcome.planned)
 
 
 def _groups(repo: str, good: Sequence[Candidate]) -> dict[IndexGroup, list[Candidate]]:
@@ -303,6 +324,65 @@ def _groups(repo: str, good: Sequence[Candidate]) -> dict[IndexGroup, list[Candi
     for c in good:
         groups[IndexGroup.for_spec(repo, c.spec)].append(c)
     return groups
+
+
+# ------------------------------------------------------------------------------------------ fan-in
+
+
+def publish_lists(
+    specs: Sequence[BuildSpec],
+    target: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    insecure: bool = False,
+    progress: Progress | None = None,
+) -> PublishResult:
+    """Write the manifest lists of ``specs`` from what the registry holds (the fan-in after
+    per-entry `publish(..., lists=False)` jobs): no engine, no report. A group's lists are written
+    only when every selected member's per-arch exact tag is in the registry as a single-image
+    manifest; otherwise its lists are left as they are and each missing member is in ``skipped``.
+    As in `publish`, a platform the exact list names is never moved to another digest unless
+    ``force``, and the lists are merged with what they hold and read back (`update_index`)."""
+    host, ns = parse_reference(target)
+    name = specs[0].repository.rsplit("/", 1)[-1] if specs else "python"
+    repo = f"{ns}/{name}" if ns else name
+    reg = Registry(host, insecure=insecure, credentials=credentials_for(host))
+    result = PublishResult()
+    if not specs:
+        return result
+    reg.ping()
+    grouped: dict[IndexGroup, list[BuildSpec]] = defaultdict(list)
+    for spec in specs:
+        grouped[IndexGroup.for_spec(repo, spec)].append(spec)
+    complete: dict[IndexGroup, dict[str, Member]] = {}
+    refusals: list[str] = []
+    for group, members in grouped.items():
+        found = _published(reg, group)
+        missing = [s for s in members if s.platform.arch not in found]
+        for s in missing:
+            result.skipped.append(
+                f"{s.key}: {reg.host}/{repo}:{arch_tags(s)[0]} is not in the registry, so the manifest lists "
+                f"{', '.join(group.tags)} were not written (they keep what they held)"
+            )
+        if missing:
+            continue
+        complete[group] = ours = {s.platform.arch: found[s.platform.arch] for s in members}
+        listed = list_members(reg.manifest(repo, group.exact)) if not force else {}
+        refusals += [
+            f"{reg.host}/{repo}:{group.exact} lists {arch} as {listed[arch].digest}, which is not the published "
+            f"{group.arch_prefix}{arch}{group.suffix} ({m.digest})"
+            for arch, m in sorted(ours.items())
+            if arch in listed and listed[arch].digest != m.digest
+        ]
+    if refusals:
+        raise PublishError(
+            "refusing to move exact tags:\n" + "\n".join(f"  - {r}" for r in refusals),
+            hint="exact tags are immutable; publish with --force only if you mean to replace them",
+        )
+    for group, ours in complete.items():
+        _write_lists(reg, group, ours, result, dry_run, progress)
+    return result
 
 
 def _refuse_moving_exact_tags(

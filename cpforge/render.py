@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from .errors import RenderError
+from .fsutil import atomic_write_text
 from .matrix import BuildSpec
 
 TEMPLATE = "Dockerfile.j2"
@@ -98,21 +99,25 @@ class Renderer:
 
 
 def write(root: Path, renderer: Renderer, specs: Sequence[BuildSpec]) -> list[str]:
-    """Write rendered Dockerfiles that differ; remove ones no longer in the matrix. Returns changes."""
+    """Write rendered Dockerfiles that differ; remove ones no longer in the matrix. Returns changes.
+
+    ``root`` is the matrix file's directory; the specs name their own Dockerfiles directory in it
+    (`dockerfiles`, or `dockerfiles-<stem>` for a matrix file not named matrix.yaml), so rendering one
+    matrix file never touches what another rendered."""
     expected = renderer.expected(specs)
     changed: list[str] = []
     for rel, text in sorted(expected.items()):
         path = root / rel
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            atomic_write_text(path, text)
             changed.append(rel)
-    for rel in _stale(root, expected):
+    for rel in _stale(root, specs, expected):
         (root / rel).unlink()
         changed.append(rel)
-    for d in sorted((root / "dockerfiles").glob("*"), reverse=True):
-        if d.is_dir() and not any(d.iterdir()):
-            shutil.rmtree(d)
+    for base in _dirs(root, specs):
+        for d in sorted(base.glob("*"), reverse=True):
+            if d.is_dir() and not any(d.iterdir()):
+                shutil.rmtree(d)
     return changed
 
 
@@ -124,12 +129,16 @@ def check(root: Path, renderer: Renderer, specs: Sequence[BuildSpec]) -> list[st
         for rel, text in sorted(expected.items())
         if not (root / rel).exists() or (root / rel).read_text(encoding="utf-8") != text
     ]
-    return drift + _stale(root, expected)
+    return drift + _stale(root, specs, expected)
 
 
-def _stale(root: Path, expected: dict[str, str]) -> list[str]:
-    base = root / "dockerfiles"
-    if not base.is_dir():
-        return []
-    found = {str(p.relative_to(root)) for p in base.glob("*/Dockerfile*") if p.is_file()}
+def _dirs(root: Path, specs: Sequence[BuildSpec]) -> list[Path]:
+    """The Dockerfiles directories of ``specs`` (one per matrix file)."""
+    return sorted({root / s.dockerfiles_dir for s in specs})
+
+
+def _stale(root: Path, specs: Sequence[BuildSpec], expected: dict[str, str]) -> list[str]:
+    found = {
+        str(p.relative_to(root)) for base in _dirs(root, specs) for p in base.glob("*/Dockerfile*") if p.is_file()
+    }
     return sorted(found - set(expected))

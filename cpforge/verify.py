@@ -7,6 +7,7 @@ and, when diffoscope is installed, its report is written next to the rebuild's l
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import api
-from .build import Builder, BuildOptions, Workspace
+from .build import Builder, BuildOptions
 from .builders import Holders
 from .engine import Engine
 from .errors import VerifyError as VerifyError
@@ -132,7 +133,7 @@ def verify(
 ) -> list[VerifyResult]:
     """Each entry is rebuilt on the engine that holds its last build (the one the report records)."""
     report = Report.load(ctx.report_path, missing_ok=False)
-    vws = Workspace(root=ctx.ws.root, out=ctx.ws.out / "verify")
+    vws = dataclasses.replace(ctx.ws, out=ctx.ws.out / "verify")
     vreport = Report(vws.out / "report.json")
     holders = Holders.wrap(engine)
     for spec in specs:  # before rebuilding anything: the originals must be the bits their builds recorded

@@ -55,12 +55,15 @@ except (ImportError, AttributeError):
 
 active = []
 if jit is not None:
+    # is_active() on the hot path itself: a call in a rarely taken branch runs after a side exit,
+    # in the interpreter, and says False even when the loop is JIT code.
     def hot_active():
-        for i in range(300000):
-            if i == 299999:
-                active.append(bool(jit.is_active()))
+        for _ in range(200000):
+            if jit.is_active():
+                return True
+        return False
     for _ in range(3):
-        hot_active()
+        active.append(hot_active())
 facts["tier2_executors"] = executors
 if jit is not None:
     facts["jit_active"] = any(active)  # sys._jit.is_active() read inside the hot loop

@@ -23,7 +23,8 @@ from cpforge import api
 from cpforge.build import BuildOptions
 from cpforge.engine import Engine
 from cpforge.progress import Progress
-from cpforge.report import EntryResult
+from cpforge.provision import Provisioned, provision
+from cpforge.report import EntryResult, Report
 
 from .fleet_engines import SSHD, SecondDockerd, Sshd
 
@@ -74,7 +75,9 @@ def test_matrix(workdir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ctx(test_matrix: Path, workdir: Path) -> api.Context:
-    return api.Context.create(test_matrix, root=ROOT, out=workdir / "out")
+    ctx = api.Context.create(test_matrix, root=ROOT, out=workdir / "out")
+    api.render_dockerfiles(ctx)  # its own dockerfiles/, beside it (the same text as the repository's)
+    return ctx
 
 
 INTERRUPTED_ENTRY = "3.14-jit-trixie-amd64"
@@ -188,6 +191,30 @@ def built_arm64(ctx: api.Context, engine: Engine) -> dict[str, EntryResult]:
     """3.14 free-threaded for linux/arm64: cross-compiled on amd64 (its build python from the release's
     build-python stage), smoke-tested under QEMU."""
     return {r.id: r for r in build(ctx, engine, [ARM64_ENTRY])}
+
+
+PROVISIONED = [  # what `provisioned` makes tarballs of
+    "3.14-default-trixie-amd64",
+    "3.14-freethreaded-trixie-amd64",
+    "3.14-freethreaded-trixie-arm64",
+    "3.14-default-bullseye-amd64",
+]
+BASE_URL = "http://127.0.0.1:8999/py"  # where `provisioned`'s manifests say the tarballs are
+
+
+@pytest.fixture(scope="session")
+def provisioned(
+    ctx: api.Context,
+    engine: Engine,
+    built_314: dict[str, EntryResult],
+    built_arm64: dict[str, EntryResult],
+    built_bullseye: EntryResult,
+    workdir: Path,
+) -> dict[str, Provisioned]:
+    """`invoke provision` of PROVISIONED into workdir/dist, with BASE_URL: entry id → its tarball."""
+    specs = api.plan(ctx, filters=PROVISIONED, profile="quick")
+    done = provision(engine, Report.load(ctx.report_path), specs, workdir / "dist", BASE_URL).tarballs
+    return {p.key.split("@")[0]: p for p in done}
 
 
 # ------------------------------------------------------------------------------------ fleet engines

@@ -154,6 +154,7 @@ def test_failed_smoke_is_never_tagged(workdir: Path, engine: Engine, built_314: 
         )
     )
     ctx = api.Context.create(path, root=ROOT, out=workdir / "strict-out")
+    api.render_dockerfiles(ctx)  # strict.yaml's own dockerfiles-strict/
     specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
     with Progress(total=1, heartbeat=0) as progress:
         (res,) = api.build(ctx, engine, specs, BuildOptions(), progress)
@@ -209,6 +210,7 @@ def test_tampered_source_is_refused_before_any_build(
     before = image_refs(engine)
     with pytest.raises(SourceError, match="sha256 mismatch"):
         ctx = api.Context.create(matrix, root=ROOT, out=tmp_path / "out")
+        api.render_dockerfiles(ctx)
         specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
         with Progress(total=1, heartbeat=0) as progress:
             api.build(ctx, engine, specs, BuildOptions(), progress)

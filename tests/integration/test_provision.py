@@ -16,16 +16,9 @@ from cpforge.engine import Engine, context_tar
 from cpforge.provision import Provisioned, ProvisionError, provision
 from cpforge.report import EntryResult, Report
 
-from .conftest import ROOT
+from .conftest import BASE_URL, ROOT
 
 pytestmark = pytest.mark.integration
-BASE_URL = "http://127.0.0.1:8999/py"
-ENTRIES = [
-    "3.14-default-trixie-amd64",
-    "3.14-freethreaded-trixie-amd64",
-    "3.14-freethreaded-trixie-arm64",
-    "3.14-default-bullseye-amd64",
-]
 QUERIES = [
     ["3.14", "x64"],
     ["3.14", "x64-freethreaded"],
@@ -33,20 +26,6 @@ QUERIES = [
     ["3.14.7", "x64"],
     ["3.12", "x64"],
 ]
-
-
-@pytest.fixture(scope="session")
-def provisioned(
-    ctx: api.Context,
-    engine: Engine,
-    built_314: dict[str, EntryResult],
-    built_arm64: dict[str, EntryResult],
-    built_bullseye: EntryResult,
-    workdir: Path,
-) -> dict[str, Provisioned]:
-    specs = api.plan(ctx, filters=ENTRIES, profile="quick")
-    done = provision(engine, Report.load(ctx.report_path), specs, workdir / "dist", BASE_URL).tarballs
-    return {p.key.split("@")[0]: p for p in done}
 
 
 def tiny_wheel() -> bytes:

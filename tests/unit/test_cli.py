@@ -259,8 +259,9 @@ def test_every_path_flag_is_relative_to_the_current_directory(
     shutil.copy(ROOT / "matrix.yaml", here / "m.yaml")
     monkeypatch.chdir(here)
     ctx = api.Context.create("m.yaml", out="o", report="r.json")
-    assert ctx.matrix.path == str(here / "m.yaml") and ctx.lock_path == here / "matrix.lock"
+    assert ctx.matrix.path == str(here / "m.yaml") and ctx.lock_path == here / "m.lock"
     assert ctx.ws.out == here / "o" and ctx.report_path == here / "r.json"
+    assert api.Context.create("m.yaml").ws.out == here / "build-m"  # an alternate matrix's own default
     assert ctx.resolve("dist") == here / "dist"
     # the defaults are in the repository, wherever the command runs
     ctx = api.Context.create()
@@ -277,7 +278,9 @@ def test_provision_dest_is_relative_to_the_current_directory(tmp_path: Path, mon
 
     def provision(ctx: api.Context, engine: Any, specs: Any, dest: Path, url: str, say: Any) -> ProvisionResult:
         targets.append(dest)
-        return ProvisionResult(tarballs=[], manifest=dest / "versions-manifest.json", channels={}, notes=[])
+        return ProvisionResult(
+            tarballs=[], manifest=dest / "versions-manifest.json", channels={}, notes=[], uv=dest / "uv.json"
+        )
 
     monkeypatch.setattr(api, "provision", provision)
     cli.provision(cli.Common(out="o"), dest="dist", base_url="https://example.invalid")

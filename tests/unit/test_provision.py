@@ -25,6 +25,7 @@ from cpforge import tools
 from cpforge.errors import BuildError
 from cpforge.matrix import BuildSpec, Platform
 from cpforge.provision import (
+    SYSCONFIG_HEADER,
     ProvisionError,
     Tarball,
     compatible_platform_versions,
@@ -32,9 +33,14 @@ from cpforge.provision import (
     extract_artifact,
     fill_slots,
     provision,
+    relocate_pkgconfig,
+    relocate_sysconfigdata,
     shadow_notes,
     slot_rank,
     tarball_name,
+    uv_json,
+    uv_key,
+    uv_picks,
 )
 from cpforge.report import EntryResult, Report
 
@@ -113,7 +119,7 @@ def make_artifact(tmp: Path, spec: BuildSpec) -> Path:
     (local / "bin" / "python3").symlink_to(exe.name)
     sysconfig = local / "lib" / f"python{spec.minor}" / "_sysconfigdata__linux_x86_64-linux-gnu.py"
     sysconfig.parent.mkdir(parents=True)
-    sysconfig.write_text("build_time_vars = {'prefix': '/usr/local', 'LIBDIR': '/usr/local/lib'}\n")
+    sysconfig.write_text(SYSCONFIG_HEADER + "build_time_vars = {'prefix': '/usr/local', 'LIBDIR': '/usr/local/lib'}\n")
     art = tmp / f"artifact-{spec.key}.tar"
     with tarfile.open(art, "w") as tar:
         tar.add(tmp / f"tree-{spec.key}" / "usr", arcname="usr")
@@ -488,3 +494,373 @@ def test_provisioning_default_jit_and_quick_shadows_nothing_silently(tmp_path: P
     assert set(sums) == {t for files in listed.values() for t in files}
     for name, digest in sums.items():
         assert hashlib.sha256((dist / name).read_bytes()).hexdigest() == digest
+
+
+# --------------------------------------------------------------------------------- sysconfig data, for uv too
+
+
+class UvSysconfig:
+    """uv's reading and rewriting of `_sysconfigdata_*.py` (crates/uv-python/src/sysconfig/: parser.rs
+    and mod.rs), ported line by line: what it accepts, and what it writes after `uv python install`."""
+
+    WS = " \t\x0c\n\r"
+
+    def __init__(self, text: str) -> None:
+        self.s, self.i = text, 0
+
+    def bump(self) -> str:
+        if self.i >= len(self.s):
+            raise ValueError("Unexpected end of file")
+        self.i += 1
+        return self.s[self.i - 1]
+
+    def first(self) -> str:
+        return self.s[self.i] if self.i < len(self.s) else "\0"
+
+    def eat_ws(self) -> None:
+        while self.first() in self.WS and self.i < len(self.s):
+            self.i += 1
+
+    def string(self, quote: str) -> str:
+        out = ""
+        while (c := self.bump()) != quote:
+            if c == "\\":
+                c = self.bump()
+                if c not in "\\'\"":
+                    raise ValueError(f"Unrecognized escape sequence: {c}")
+            out += c
+        return out
+
+    def parse(self) -> dict[str, str | int]:
+        if not self.s.startswith(SYSCONFIG_HEADER):
+            raise ValueError("`_sysconfigdata_` is missing a header comment")
+        self.i = len(SYSCONFIG_HEADER)
+        if not self.s.startswith("build_time_vars", self.i):
+            raise ValueError("`_sysconfigdata_` is missing an assignment to `build_time_vars`")
+        self.i += len("build_time_vars")
+        self.eat_ws()
+        if self.bump() != "=":
+            raise ValueError("`_sysconfigdata_` is missing an assignment to `build_time_vars`")
+        self.eat_ws()
+        if self.bump() != "{":
+            raise ValueError("Missing opening brace")
+        data: dict[str, str | int] = {}
+        while (c := self.bump()) != "}":
+            if c in self.WS:
+                continue
+            if c not in "'\"":
+                raise ValueError(f"Unexpected character: {c}")
+            key = self.string(c)
+            self.eat_ws()
+            self.i += self.first() == ":"
+            self.eat_ws()
+            data[key] = self.value()
+            self.eat_ws()
+            self.i += self.first() == ","
+            self.eat_ws()
+        return data
+
+    def value(self) -> str | int:
+        c = self.first()
+        if c in "'\"":
+            out = ""
+            while True:
+                c = self.bump()
+                if c in "'\"":
+                    out += self.string(c)
+                elif c not in self.WS:
+                    raise ValueError(f"Unexpected character: {c}")
+                if self.first() in ",}":
+                    return out
+        sign = -1 if c == "-" else 1
+        self.i += c == "-"
+        digits = ""
+        while self.first().isdigit():
+            digits += self.bump()
+        if not digits:
+            raise ValueError(f"Unexpected character: {c}")
+        value = sign * int(digits)
+        assert -(2**31) <= value < 2**31, "uv parses i32"
+        return value
+
+    @staticmethod
+    def patch(data: dict[str, str | int], real_prefix: str) -> dict[str, str | int]:
+        def word(w: str) -> str:
+            if not w.startswith("/install"):
+                return w
+            rest = w[len("/install") :]
+            return real_prefix if not rest else f"{real_prefix}/{rest[1:]}"
+
+        out = {k: " ".join(word(w) for w in v.split()) if isinstance(v, str) else v for k, v in data.items()}
+        return {**out, "PYTHON_BUILD_STANDALONE": 1}
+
+
+CPYTHON_SYSCONFIG = {
+    "ABIFLAGS": "t",
+    "BINDIR": "/usr/local/bin",
+    "BOOTSTRAP_HEADERS": "\\",
+    "CONFIG_ARGS": "'--prefix=/usr/local' '--with-ensurepip=install'",
+    "DESTDIRS": "/usr/local /usr/local/lib /usr/local/lib/python3.14t",
+    "INCLUDEPY": "/usr/local/include/python3.14t",
+    "INSTALL": "/usr/bin/install -c",
+    "LIBDIR": "/usr/local/lib",
+    "LIBPC": "/usr/local/lib/pkgconfig",
+    "LOCALMODLIBS": "",
+    "MULTIARCH_CPPFLAGS": '-DMULTIARCH=\\"x86_64-linux-gnu\\"',
+    "Py_GIL_DISABLED": 1,
+    "SIZEOF_WCHAR_T": 4,
+    "WITH_DOC_STRINGS": -1,
+    "prefix": "/usr/local",
+    "srcdir": "/usr/src/python/Python-3.14.7/build-with-a-long-name-that-makes-pprint-split-the-string",
+}
+
+
+def cpython_sysconfigdata(path: Path, data: dict[str, Any] = CPYTHON_SYSCONFIG) -> Path:
+    """The file as CPython's `make install` writes it (pprint: long values split into several literals)."""
+    import pprint
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(SYSCONFIG_HEADER + "build_time_vars = " + pprint.pformat(data, width=60) + "\n")
+    return path
+
+
+def test_sysconfigdata_is_what_uv_parses_with_its_prefix_placeholder(tmp_path: Path) -> None:
+    path = cpython_sysconfigdata(tmp_path / "lib" / "python3.14t" / "_sysconfigdata_t_linux_x86_64-linux-gnu.py")
+    assert "'\n" in path.read_text() or "' '" in path.read_text()  # the split literals uv must join
+    relocate_sysconfigdata(path)
+    literal = UvSysconfig(path.read_text()).parse()
+    # every word that starts with the prefix starts with python-build-standalone's /install instead
+    assert literal["DESTDIRS"] == "/install /install/lib /install/lib/python3.14t"
+    assert literal["INCLUDEPY"] == "/install/include/python3.14t" and literal["prefix"] == "/install"
+    # and nothing else changed: not a word that merely contains it, not /usr/bin/install
+    unchanged = {
+        k: v
+        for k, v in CPYTHON_SYSCONFIG.items()
+        if k not in ("BINDIR", "DESTDIRS", "INCLUDEPY", "LIBDIR", "LIBPC", "prefix")
+    }
+    assert {k: literal[k] for k in unchanged} == unchanged
+    # what uv writes after installing it into /root/.local/share/uv/python/cpython-3.14.7+freethreaded-…
+    real = "/opt/uv/cpython-3.14.7+freethreaded-linux-x86_64-gnu"
+    patched = UvSysconfig.patch(literal, real)
+    assert patched["INCLUDEPY"] == f"{real}/include/python3.14t" and patched["prefix"] == real
+    assert patched["INSTALL"] == "/usr/bin/install -c"
+    assert patched["CONFIG_ARGS"] == CPYTHON_SYSCONFIG["CONFIG_ARGS"]
+
+
+def run_sysconfigdata(path: Path) -> dict[str, Any]:
+    ns: dict[str, Any] = {"__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), ns)  # as `import _sysconfigdata_…` runs it
+    return dict(ns["build_time_vars"])
+
+
+def test_sysconfigdata_follows_the_tree_wherever_it_is_unpacked(tmp_path: Path) -> None:
+    path = cpython_sysconfigdata(tmp_path / "a" / "lib" / "python3.14t" / "_sysconfigdata_t_linux_x86_64-linux-gnu.py")
+    relocate_sysconfigdata(path)
+    once = path.read_bytes()
+    relocate_sysconfigdata(path)  # idempotent
+    assert path.read_bytes() == once
+    moved = tmp_path / "moved to" / "b"
+    moved.parent.mkdir()
+    (tmp_path / "a").rename(moved)
+    got = run_sysconfigdata(moved / "lib" / "python3.14t" / path.name)
+    assert got["prefix"] == str(moved) and got["INCLUDEPY"] == f"{moved}/include/python3.14t"
+    assert got["DESTDIRS"] == f"{moved} {moved}/lib {moved}/lib/python3.14t"
+    assert got["INSTALL"] == "/usr/bin/install -c" and got["BOOTSTRAP_HEADERS"] == "\\"
+    assert got["CONFIG_ARGS"] == CPYTHON_SYSCONFIG["CONFIG_ARGS"] and got["Py_GIL_DISABLED"] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("build_time_vars = {'prefix': '/usr/local'}\n", "does not start with '# system configuration"),
+        (SYSCONFIG_HEADER + "_vars = {}\nbuild_time_vars = _vars\n", "not one assignment to build_time_vars"),
+        (SYSCONFIG_HEADER + "build_time_vars = {'X': 1.5}\n", "printable strings and 32-bit integers"),
+        (SYSCONFIG_HEADER + "build_time_vars = {'X': 'a\\tb'}\n", "printable strings and 32-bit integers"),
+        (SYSCONFIG_HEADER + "build_time_vars = {'X': 2**40}\n", "malformed node"),
+        (SYSCONFIG_HEADER + "build_time_vars = {\n", "was never closed"),
+    ],
+)
+def test_sysconfigdata_uv_could_not_read_is_refused_naming_the_file(tmp_path: Path, text: str, why: str) -> None:
+    path = tmp_path / "_sysconfigdata__linux_x86_64-linux-gnu.py"
+    path.write_text(text)
+    with pytest.raises(ProvisionError) as err:
+        relocate_sysconfigdata(path, what="3.14-default-trixie-amd64@quick: lib/python3.14/x.py")
+    assert str(err.value).startswith("3.14-default-trixie-amd64@quick: lib/python3.14/x.py is not sysconfig data")
+    assert why in str(err.value)
+    assert path.read_text() == text  # left as it was
+
+
+def test_sysconfigdata_already_under_the_placeholder_is_refused(tmp_path: Path) -> None:
+    path = cpython_sysconfigdata(tmp_path / "_sysconfigdata__linux_x86_64-linux-gnu.py", {"LIBDIR": "/install/lib"})
+    with pytest.raises(ProvisionError, match="LIBDIR already hold paths under /install"):
+        relocate_sysconfigdata(path)
+
+
+def test_pkgconfig_files_find_the_tree_they_lie_in(tmp_path: Path) -> None:
+    pc = tmp_path / "python-3.14.pc"
+    pc.write_text("prefix=/usr/local\nexec_prefix=${prefix}\nlibdir=${exec_prefix}/lib\nCflags: -I${prefix}/include\n")
+    relocate_pkgconfig(pc)
+    assert pc.read_text().splitlines()[:2] == ["prefix=${pcfiledir}/../..", "exec_prefix=${prefix}"]
+    other = tmp_path / "other.pc"
+    other.write_text("prefix=/opt/elsewhere\n")
+    relocate_pkgconfig(other)
+    assert other.read_text() == "prefix=/opt/elsewhere\n"
+
+
+# --------------------------------------------------------------------------------- uv's download list
+
+
+def test_uv_entries_have_python_build_standalones_shape() -> None:
+    default, ft = tb("python-3.14.7-linux-trixie-x64.tar.gz"), tb("ft.tar.gz", "freethreaded")
+    arm = tb("arm.tar.gz", "freethreaded", arch="arm64-freethreaded", version="3.15.0rc2")
+    sums = {"python-3.14.7-linux-trixie-x64.tar.gz": "a" * 64, "ft.tar.gz": "b" * 64, "arm.tar.gz": "c" * 64}
+    got = uv_json([default, ft, arm], sums, BASE + "/")
+    assert got["cpython-3.14.7-linux-x86_64-gnu"] == {
+        "name": "cpython",
+        "arch": {"family": "x86_64", "variant": None},
+        "os": "linux",
+        "libc": "gnu",
+        "major": 3,
+        "minor": 14,
+        "patch": 7,
+        "prerelease": "",
+        "url": f"{BASE}/python-3.14.7-linux-trixie-x64.tar.gz",
+        "sha256": "a" * 64,
+        "variant": None,
+        "build": "cpforge.aaaaaaaaaaaa",
+    }
+    free = got["cpython-3.14.7+freethreaded-linux-x86_64-gnu"]
+    assert (free["variant"], free["sha256"], free["url"]) == ("freethreaded", "b" * 64, f"{BASE}/ft.tar.gz")
+    pre = got["cpython-3.15.0rc2+freethreaded-linux-aarch64-gnu"]
+    assert (pre["arch"]["family"], pre["patch"], pre["prerelease"], pre["variant"]) == (
+        "aarch64",
+        0,
+        "rc2",
+        "freethreaded",
+    )
+    assert len(got) == 3
+
+
+def test_a_version_uv_cannot_read_is_a_clear_error() -> None:
+    with pytest.raises(ProvisionError, match=r"x\.tar\.gz: version '3\.14' is not a CPython version uv understands"):
+        uv_json([tb("x.tar.gz", version="3.14")], {"x.tar.gz": "0" * 64}, BASE)
+
+
+def picked(slots: Any, runner: str | None = None) -> dict[str, str]:
+    return {uv_key(t): t.filename for t in uv_picks(slots, runner)}
+
+
+def test_uv_lists_one_build_per_key_by_the_manifests_slot_rule() -> None:
+    pool = [
+        tb("trixie.tgz", glibc="2.41"),
+        tb("bullseye.tgz", glibc="2.31"),
+        tb("trixie-quick.tgz", profile="quick", glibc="2.41"),
+        tb("jit.tgz", "jit", glibc="2.41"),
+        tb("ft.tgz", "freethreaded", glibc="2.41"),
+        tb("ft-jit.tgz", "freethreaded-jit", glibc="2.41"),
+        tb("sid.tgz", glibc="2.99"),  # no runner runs it: in no manifest, in no uv JSON
+    ]
+    slots = fill_slots(pool)
+    # no host named: the build versions-manifest.json gives the oldest runner, which runs everywhere listed
+    assert picked(slots) == {
+        "cpython-3.14.7-linux-x86_64-gnu": "bullseye.tgz",
+        "cpython-3.14.7+freethreaded-linux-x86_64-gnu": "ft.tgz",
+    }
+    # a runner OS: exactly what versions-manifest.json gives it
+    assert picked(slots, "13") == {
+        "cpython-3.14.7-linux-x86_64-gnu": "trixie.tgz",
+        "cpython-3.14.7+freethreaded-linux-x86_64-gnu": "ft.tgz",
+    }
+    assert picked(slots, "22.04") == {"cpython-3.14.7-linux-x86_64-gnu": "bullseye.tgz"}
+    for runner in ("11", "12", "13", "20.04", "22.04", "24.04"):
+        from_manifest = {t.filename for (_v, _a, r), t in slots.items() if r == runner}
+        assert set(picked(slots, runner).values()) == from_manifest
+    # the JIT channel's own JSON offers its JIT build under CPython's plain name
+    jit_slots = fill_slots([t for t in pool if t.channel == "jit-release"])
+    assert picked(jit_slots) == {
+        "cpython-3.14.7-linux-x86_64-gnu": "jit.tgz",
+        "cpython-3.14.7+freethreaded-linux-x86_64-gnu": "ft-jit.tgz",
+    }
+
+
+def test_uv_picks_do_not_depend_on_the_order_builds_were_provisioned_in() -> None:
+    pool = [
+        tb("b.tgz", glibc="2.31"),
+        tb("bq.tgz", profile="quick", glibc="2.31"),
+        tb("t.tgz"),
+        tb("tie-b.tgz", glibc="2.31"),
+    ]
+    expected = picked(fill_slots(pool))
+    for seed in range(10):
+        random.Random(seed).shuffle(pool)
+        assert picked(fill_slots(pool)) == expected == {"cpython-3.14.7-linux-x86_64-gnu": "b.tgz"}
+
+
+def test_provision_writes_uv_json_beside_every_manifest(tmp_path: Path) -> None:
+    rel, quick = specs("release"), specs("quick")
+    chosen = [rel["3.14-default-trixie-amd64"], rel["3.14-freethreaded-trixie-amd64"], quick["3.14-jit-trixie-amd64"]]
+    rep = report_for(tmp_path, [(s, "linux/amd64") for s in chosen])
+    dist = tmp_path / "dist"
+    said: list[str] = []
+    res = provision(builder(chosen[0], "linux/amd64"), rep, chosen, dist, BASE, say=said.append)  # type: ignore[arg-type]
+    assert res.uv == dist / "download-metadata.json"
+    assert f"uv: UV_PYTHON_DOWNLOADS_JSON_URL={BASE}/download-metadata.json" in said[-1]
+    sums = {
+        name: digest for digest, name in (line.split("  ") for line in (dist / "SHA256SUMS").read_text().splitlines())
+    }
+    main = json.loads(res.uv.read_text())
+    assert {k: (e["url"], e["sha256"], e["variant"]) for k, e in main.items()} == {
+        "cpython-3.14.7-linux-x86_64-gnu": (
+            f"{BASE}/python-3.14.7-linux-trixie-x64.tar.gz",
+            sums["python-3.14.7-linux-trixie-x64.tar.gz"],
+            None,
+        ),
+        "cpython-3.14.7+freethreaded-linux-x86_64-gnu": (
+            f"{BASE}/python-3.14.7-linux-trixie-x64-freethreaded.tar.gz",
+            sums["python-3.14.7-linux-trixie-x64-freethreaded.tar.gz"],
+            "freethreaded",
+        ),
+    }
+    for p in res.tarballs:
+        assert hashlib.sha256(p.path.read_bytes()).hexdigest() == sums[p.filename]
+    jit = json.loads((dist / "channels" / "jit-quick" / "download-metadata.json").read_text())
+    assert [e["url"] for e in jit.values()] == [f"{BASE}/python-3.14.7-linux-trixie-x64-jit-quick.tar.gz"]
+    per_os = {p.parent.name: json.loads(p.read_text()) for p in (dist / "uv").glob("*/download-metadata.json")}
+    assert set(per_os) == {"debian-11", "debian-12", "debian-13", "ubuntu-20.04", "ubuntu-22.04", "ubuntu-24.04"}
+    glibc = tuple(int(x) for x in res.tarballs[0].metadata["glibc_min"].split("."))
+    for name, listed in per_os.items():  # the fake interpreter needs the host's glibc: the runners that have it
+        runs = compatible_platform_versions(f"{glibc[0]}.{glibc[1]}")
+        assert (listed == main) if name.split("-")[1] in runs else (listed == {})
+    # a channel whose builds are gone loses its uv JSON too
+    (dist / "python-3.14.7-linux-trixie-x64-jit-quick.tar.gz").unlink()
+    provision(builder(chosen[0], "linux/amd64"), rep, chosen[:1], dist, BASE, say=lambda _: None)  # type: ignore[arg-type]
+    assert not (dist / "channels" / "jit-quick").exists()
+
+
+def test_uv_json_is_the_same_bytes_whatever_order_it_was_provisioned_in(tmp_path: Path) -> None:
+    rel = specs("release")
+    chosen = [rel["3.14-default-trixie-amd64"], rel["3.14-freethreaded-trixie-amd64"]]
+    rep = report_for(tmp_path, [(s, "linux/amd64") for s in chosen])
+    engine = builder(chosen[0], "linux/amd64")
+    a, b = tmp_path / "a", tmp_path / "b"
+    provision(engine, rep, chosen, a, BASE, say=lambda _: None)  # type: ignore[arg-type]
+    provision(engine, rep, chosen[::-1], b, BASE, say=lambda _: None)  # type: ignore[arg-type]
+    for rel_path in ("download-metadata.json", "uv/debian-13/download-metadata.json", "SHA256SUMS"):
+        assert (a / rel_path).read_bytes() == (b / rel_path).read_bytes()
+
+
+def test_a_version_uv_cannot_read_leaves_every_manifest_as_it_was(tmp_path: Path) -> None:
+    rel = specs("release")
+    spec = rel["3.14-default-trixie-amd64"]
+    rep = report_for(tmp_path, [(spec, "linux/amd64")])
+    dist = tmp_path / "dist"
+    engine = builder(spec, "linux/amd64")
+    first = provision(engine, rep, [spec], dist, BASE, say=lambda _: None)  # type: ignore[arg-type]
+    before = {p: p.read_bytes() for p in dist.rglob("*.json")}
+    # a tarball whose metadata says a version uv has no name for (written by hand, or a future format)
+    (p,) = first.tarballs
+    shutil.copy(p.path, dist / "python-3.14-linux-trixie-x64-odd.tar.gz")
+    (dist / "python-3.14-linux-trixie-x64-odd.json").write_text(json.dumps({**p.metadata, "version": "3.14"}))
+    with pytest.raises(ProvisionError, match=r"python-3\.14-linux-trixie-x64-odd\.tar\.gz: version '3\.14'"):
+        provision(engine, rep, [spec], dist, BASE, say=lambda _: None)  # type: ignore[arg-type]
+    assert {p: p.read_bytes() for p in dist.rglob("*.json") if "odd" not in p.name} == before

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cpforge import api, render, tools
 from cpforge import matrix as mx
-from cpforge import render, tools
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,3 +143,27 @@ def test_builtin_modules_reach_the_build_as_one_quoted_env_value(specs: list[mx.
     text = render.Renderer(ROOT / "templates").dockerfile(dataclasses.replace(quick, profile=profile))
     (env,) = [ln for ln in text.splitlines() if ln.startswith("ENV SOURCE_DATE_EPOCH=")]
     assert env.endswith(' CPFORGE_TARGET_ARCH=amd64 CPFORGE_BUILTIN_MODULES="math _json"')
+
+
+def test_an_alternate_matrix_file_renders_beside_itself_and_never_touches_the_default(tmp_path: Path) -> None:
+    """`render --matrix-file v3.yaml` once rewrote 36 committed Dockerfiles and deleted 12: now a matrix
+    file not named matrix.yaml owns `dockerfiles-<stem>/`, `<stem>.lock`, `build-<stem>/` and
+    `pgo/<stem>/` beside it, and the default matrix's files are left alone."""
+    for d in ("templates", "scripts"):
+        shutil.copytree(ROOT / d, tmp_path / d)
+    shutil.copytree(ROOT / "dockerfiles", tmp_path / "dockerfiles")
+    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    before = {p: p.read_bytes() for p in (tmp_path / "dockerfiles").rglob("*") if p.is_file()}
+    (tmp_path / "v3.yaml").write_text(
+        (ROOT / "matrix.yaml").read_text().replace("platforms: [linux/amd64, linux/arm64]", "platforms: [linux/amd64]")
+    )
+    ctx = api.Context.create(tmp_path / "v3.yaml", root=tmp_path)
+    written = api.render_dockerfiles(ctx)
+    assert written and all(p.startswith("dockerfiles-v3/") for p in written)
+    assert {p: p.read_bytes() for p in (tmp_path / "dockerfiles").rglob("*") if p.is_file()} == before
+    assert ctx.lock_path == tmp_path / "v3.lock" and ctx.ws.out == tmp_path / "build-v3"
+    release = next(s for s in ctx.matrix.expand("release") if s.id == "3.13-default-trixie-amd64")
+    assert release.pgo_profile and release.pgo_profile.startswith("pgo/v3/3.13-default-trixie-amd64.release.")
+    assert api.render_dockerfiles(ctx, check=True) == []
+    # and the default matrix still sees no drift and nothing stale
+    assert api.render_dockerfiles(api.Context.create(tmp_path / "matrix.yaml", root=tmp_path), check=True) == []
