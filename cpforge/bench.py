@@ -16,6 +16,7 @@ share its CPUs, so there the wall times measure scheduling, not a speed-up; the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import api
-from .build import Builder, BuildOptions, Workspace
+from .build import Builder, BuildOptions
 from .builders import Fleet, Worker
 from .engine import Engine, context_tar
 from .errors import BenchError
@@ -268,8 +269,10 @@ def fleet_bench(
         )
     options = BuildOptions(fresh=not cached, keep_going=True, promote=False)
     for n, run_fleet in enumerate((_alone(live[0]), Fleet([_alone(w).workers[0] for w in live])), start=1):
-        ws = Workspace(root=ctx.ws.root, out=ctx.ws.out / "bench" / f"fleet-{n}")
-        report = Report(ws.out / "report.json")
+        ws = dataclasses.replace(ctx.ws, out=ctx.ws.out / "bench" / f"fleet-{n}")
+        # Seeded with the build report's entries (never written back to it): their chains are the cache
+        # sources, as for `invoke build`; an empty report would let stray chains cost a recompile.
+        report = Report(ws.out / "report.json", dict(Report.load(ctx.report_path).entries))
         progress.say(f"… bench run {n}: {len(specs)} entries on {', '.join(w.url for w in run_fleet.workers)}")
         builder = Builder(run_fleet, ws, ctx.renderer, ctx.sources(progress), report, progress, options)
         t0 = time.monotonic()

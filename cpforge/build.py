@@ -330,11 +330,10 @@ class Builder:
         if self.options.fresh:
             return [spec.distro.base_image(self._builder_platform(spec, place)), *prereqs]
         with self._report_lock:
-            recorded = {
-                i
-                for r in self.report.entries.values()
-                for i in (r.artifact_image_id, r.image_id, r.build_python_image_id)
-            }
+            # The report as it is now, and each attempted entry as it was before this run: an attempt
+            # that failed (say, on an engine that was lost) must not hide the chain its retry reuses.
+            entries = [*self.report.entries.values(), *(r for r in self._before.values() if r is not None)]
+            recorded = {i for r in entries for i in (r.artifact_image_id, r.image_id, r.build_python_image_id)}
         known = sorted(i for i in recorded if i and place.engine.image_id(i) is not None)
         return [*known, *prereqs] if known else None
 

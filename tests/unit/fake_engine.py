@@ -121,7 +121,8 @@ class FakeEngine:
         assert found, text[:300]
         entry = found.group(1) or found.group(2)
         self.calls.append(("build", f"{entry}:{target or 'runtime'}"))
-        self.builds.append({"entry": entry, "target": target, **{k: kw.get(k) for k in ("platform", "buildargs")}})
+        recorded = {k: kw.get(k) for k in ("platform", "buildargs", "cache_from")}
+        self.builds.append({"entry": entry, "target": target, **recorded})
         with self._lock:
             self.running += 1
             self.max_running = max(self.max_running, self.running)
@@ -167,4 +168,5 @@ class FakeEngine:
     def run(self, image: str, command: list[str], **kw: Any) -> RunResult:
         self._check_alive("run")
         entry = next(e for e in self.specs if hashlib.sha256(f"{e}:None".encode()).hexdigest() in image)
+        self.calls.append(("run", entry))  # a smoke test (or SBOM probe) of the entry's image, here
         return RunResult(0, json.dumps(facts_for(self.specs[entry])), "")

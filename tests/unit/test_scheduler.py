@@ -98,8 +98,11 @@ def test_a_group_stays_on_one_engine_while_each_engine_has_its_own_work(tmp_path
     on = built_on(builder)
     assert on[NOJIT[0]] == on[NOJIT[1]] == "fake://a"  # first engine, first group
     assert on[JIT18[0]] == on[JIT18[1]] == "fake://b"
-    # the builder stage of each group was built on one engine only
+    # the builder stage of each group was built on one engine only, and each image smoke-tested there
     assert {c["entry"] for c in a.builds} == set(NOJIT) and {c["entry"] for c in b.builds} == set(JIT18)
+    assert {e for kind, e in a.calls if kind == "run"} == set(NOJIT)
+    assert {e for kind, e in b.calls if kind == "run"} == set(JIT18)
+    assert all(tagged(a, SPECS[e]) and not tagged(b, SPECS[e]) for e in NOJIT)
     assert f"▶ {NOJIT[0]}@quick: building artifact on fake://a" in out  # progress names the engine
     assert f"{NOJIT[0]}@quick:" in out and "on fake://a;" in out
 
@@ -182,6 +185,33 @@ def test_with_retry_a_lost_engines_entry_is_built_again_on_another_engine(tmp_pa
     assert f"↻ {doomed}@quick: engine fake://a was lost" in out
     saved = Report.load(tmp_path / "out" / "report.json").entries[f"{doomed}@quick"]
     assert saved.engine == "fake://b" and saved.attempts[0]["engine"] == "fake://a"
+
+
+def test_a_retry_reuses_the_chain_the_entrys_last_good_build_left(tmp_path: Path) -> None:
+    """The lost attempt is recorded (status error, no images): the retry's cache sources must still name
+    the chain of the entry's build from before the run, or the retry would recompile."""
+    doomed = NOJIT[0]
+    a, b = engine("fake://a", die_on={doomed}), engine("fake://b")
+    b.images.add("sha256:last-good-artifact")
+    before = Report(tmp_path / "out" / "report.json")
+    last_good = entry(f"{doomed}@quick", "fake://a")
+    last_good.id, last_good.status, last_good.artifact_image_id = doomed, "passed", "sha256:last-good-artifact"
+    before.update(last_good)
+    before.save()
+    out = io.StringIO()
+    builder = Builder(
+        Fleet([worker(a), worker(b)]),
+        Workspace(root=ROOT, out=tmp_path / "out"),
+        render.Renderer(ROOT / "templates"),
+        FakeSources(tmp_path),  # type: ignore[arg-type]
+        Report.load(tmp_path / "out" / "report.json"),
+        Progress(total=1, heartbeat=0, stream=out),
+        BuildOptions(retry=True),
+    )
+    (res,) = builder.run(specs(doomed))
+    assert res.passed and res.engine == "fake://b"
+    (retry,) = [c for c in b.builds if c["entry"] == doomed and c["target"] == "artifact"]
+    assert "sha256:last-good-artifact" in (retry["cache_from"] or [])
 
 
 def test_retry_needs_another_engine_of_the_same_platform(tmp_path: Path) -> None:
@@ -414,3 +444,23 @@ def test_an_unreachable_builder_is_exit_5_naming_it_and_keep_going_builds_withou
     assert proc.returncode == 7, proc.stdout + proc.stderr
     assert "not built: no engine for linux/amd64 is left" in proc.stdout
     assert "--engine and --builder" in invoke(*args, "--engine", gone).stderr
+
+
+def test_ctrl_c_on_a_fleet_stops_every_engines_builds_and_tags_nothing(tmp_path: Path) -> None:
+    import signal
+
+    from cpforge.errors import Interrupted
+
+    from .test_builder import signal_when
+
+    a, b = engine("fake://a", block={NOJIT[0]}), engine("fake://b", block={JIT18[0]})
+    both = lambda: sum(1 for x in (*a.calls, *b.calls) if x[0] == "build" and x[1].endswith(":artifact")) == 2  # noqa: E731
+    sender = signal_when(both, signal.SIGINT)
+    with pytest.raises(Interrupted) as err:
+        run(tmp_path, [worker(a), worker(b)], specs(NOJIT[0], JIT18[0], NOJIT[1]))
+    sender.join()
+    assert err.value.exit_code == 130 and "1 never started" in str(err.value)
+    assert a.cancelled and b.cancelled
+    saved = Report.load(tmp_path / "out" / "report.json").entries
+    assert {saved[f"{e}@quick"].status for e in (NOJIT[0], JIT18[0])} == {"interrupted"}
+    assert not [c for c in (*a.calls, *b.calls) if c[0] == "tag"]
