@@ -261,7 +261,7 @@ def fleet_bench(
             hint="name first a --builder that builds every selected platform, or choose entries with --platform",
         )
     bench = FleetBench(entries=[s.key for s in specs], cached=cached)
-    hosts = {w.engine.host for w in live if isinstance(w.engine, Engine)}
+    hosts = {str(getattr(w.engine, "host", "")) for w in live}  # `docker info`'s Name of each engine's host
     if len(hosts) < len(live):
         bench.note = (
             f"the engines share the CPUs of {len(hosts)} host(s) ({', '.join(sorted(hosts))}): the wall times "
@@ -270,9 +270,7 @@ def fleet_bench(
     options = BuildOptions(fresh=not cached, keep_going=True, promote=False)
     for n, run_fleet in enumerate((_alone(live[0]), Fleet([_alone(w).workers[0] for w in live])), start=1):
         ws = dataclasses.replace(ctx.ws, out=ctx.ws.out / "bench" / f"fleet-{n}")
-        # Seeded with the build report's entries (never written back to it): their chains are the cache
-        # sources, as for `invoke build`; an empty report would let stray chains cost a recompile.
-        report = Report(ws.out / "report.json", dict(Report.load(ctx.report_path).entries))
+        report = _seeded(ws.out / "report.json", Report.load(ctx.report_path))
         progress.say(f"… bench run {n}: {len(specs)} entries on {', '.join(w.url for w in run_fleet.workers)}")
         builder = Builder(run_fleet, ws, ctx.renderer, ctx.sources(progress), report, progress, options)
         t0 = time.monotonic()
@@ -294,6 +292,18 @@ def fleet_bench(
         )
     atomic_write_text(ctx.ws.out / "bench" / "fleet.json", bench.to_json())
     return bench
+
+
+def _seeded(path: Path, source: Report) -> Report:
+    """A report of its own at ``path``, holding ``source``'s entries (``source`` is never written):
+    their chains are the cache sources, as for `invoke build`. Saved before use, since a save reads
+    the file back: entries only in memory would be gone after the first entry."""
+    path.unlink(missing_ok=True)
+    report = Report(path)
+    for entry in source.entries.values():
+        report.update(entry)
+    report.save()
+    return report
 
 
 def fleet_lines(bench: FleetBench, out: Path) -> list[str]:

@@ -317,25 +317,36 @@ class Builder:
         return image
 
     def _cache_from(self, spec: BuildSpec, prereqs: list[str], place: Placement) -> list[str] | None:
-        """The images whose layers may serve as cache; None: any local layer.
+        """The images whose layers may serve as cache, in the order the engine tries them; None: any
+        local layer.
 
         Engine 20.10's legacy builder takes the newest matching layer as the cache parent, so a chain
         left by a no-cache or fresh build (verify, bench) would send later builds down a path that
         lacks their next step, and they would recompile. Naming the chains of the builds this report
-        records (and the prerequisites) keeps them on those. A fresh build names only its
-        prerequisites and its builder's base: every step of the entry itself is rebuilt. Only images
-        the entry's engine has count (on a fleet, each engine has its own)."""
+        records (and the prerequisites) keeps them on those. The order matters: when the newest local
+        layer is on no named chain, the builder walks the named images in order and, from the first
+        whose history matches, takes the rest of the stage from that image only. So the entry's own
+        last build comes first (then the prerequisites, then the other entries'): a sibling's chain
+        that shares the builder steps would otherwise be followed up to the compile step, which it
+        lacks. A fresh build names only its prerequisites and its builder's base: every step of the
+        entry itself is rebuilt. Only images the entry's engine has count (each engine has its own)."""
         if self.options.nocache:
             return None
         if self.options.fresh:
             return [spec.distro.base_image(self._builder_platform(spec, place)), *prereqs]
+
+        def chains(rs: Sequence[EntryResult]) -> list[str]:
+            return [i for r in rs for i in (r.artifact_image_id, r.image_id, r.build_python_image_id) if i]
+
         with self._report_lock:
             # The report as it is now, and each attempted entry as it was before this run: an attempt
             # that failed (say, on an engine that was lost) must not hide the chain its retry reuses.
+            own = [r for r in (self._before.get(spec.key), self.report.entries.get(spec.key)) if r is not None]
             entries = [*self.report.entries.values(), *(r for r in self._before.values() if r is not None)]
-            recorded = {i for r in entries for i in (r.artifact_image_id, r.image_id, r.build_python_image_id)}
-        known = sorted(i for i in recorded if i and place.engine.image_id(i) is not None)
-        return [*known, *prereqs] if known else None
+        others = sorted(set(chains(entries)) - set(chains(own)))
+        ordered = list(dict.fromkeys([*chains(own), *prereqs, *others]))
+        known = [i for i in ordered if i in prereqs or place.engine.image_id(i) is not None]
+        return known if set(known) - set(prereqs) else None
 
     def _take_artifact(
         self, spec: BuildSpec, res: EntryResult, artifact_image: str, previous: EntryResult | None, eng: EngineAPI

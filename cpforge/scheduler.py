@@ -40,6 +40,7 @@ from .report import EntryResult
 PROBE_EVERY = 20.0  # seconds between pings of the engines that are building, when nothing finishes
 PROBE_TIMEOUT = 10.0
 PROBE_MISSES = 2  # pings in a row an engine may miss before it is taken out of the run
+PROBE_GRACE = 5.0  # seconds beyond PROBE_TIMEOUT a ping may take before it counts as missed
 
 
 def affinity_groups(specs: Sequence[BuildSpec]) -> list[int]:
@@ -262,10 +263,21 @@ class Scheduler:
         """Nothing finished for a while: ping the engines that are building; one that misses
         PROBE_MISSES pings in a row is lost."""
         busy = [w for w in self.fleet.workers if w.live and w.running > 0]
-        with ThreadPoolExecutor(max_workers=max(1, len(busy))) as pool:
-            answers = list(pool.map(lambda w: w.engine is not None and w.engine.alive(PROBE_TIMEOUT), busy))
-        for w, ok in zip(busy, answers, strict=True):
-            w.misses = 0 if ok else w.misses + 1
+        answers: dict[str, bool] = {}
+
+        def ping(w: Worker) -> None:
+            answers[w.url] = w.engine is not None and w.engine.alive(PROBE_TIMEOUT)
+
+        # Daemon threads, waited for a bounded time: a ping stuck on a dead host (an ssh session that
+        # never opens) counts as unanswered and never holds up the run or the process's exit.
+        threads = [threading.Thread(target=ping, args=(w,), daemon=True) for w in busy]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + PROBE_TIMEOUT + PROBE_GRACE
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for w in busy:
+            w.misses = 0 if answers.get(w.url) else w.misses + 1
             if w.misses >= PROBE_MISSES:
                 self._lose(w, f"it answered none of {PROBE_MISSES} pings ({PROBE_TIMEOUT:.0f}s each)")
 

@@ -39,6 +39,7 @@ class FakeEngine:
         self.block = set(block)  # entry ids whose artifact build runs until cancel()
         self.url = url
         self.arch = arch  # the engine host's architecture, as `docker info` would say
+        self.host = "buildhost"  # the engine host's name (`docker info`'s Name)
         self.die_on = set(die_on)  # entry ids whose artifact build kills the daemon (EngineError, then silence)
         self.seconds = seconds  # how long each build takes
         self.dead = False

@@ -153,7 +153,17 @@ def test_cache_sources_are_the_recorded_chains_so_a_stray_chain_cannot_displace_
     b.run(AMD64[:2])
     recorded = {i for r in b.report.entries.values() for i in (r.artifact_image_id, r.image_id) if i}
     assert set(b._cache_from(spec, [], b.place(spec)) or []) == recorded
-    assert b._cache_from(spec, ["sha256:prereq"], b.place(spec))[-1] == "sha256:prereq"  # type: ignore[index]
+    with_prereq = b._cache_from(spec, ["sha256:prereq"], b.place(spec)) or []
+    assert set(with_prereq) == recorded | {"sha256:prereq"}
+    # the entry's own last build first, then the prerequisites, then the other entries' chains: the
+    # legacy builder follows the first named image whose history matches (a sibling lacks the compile step)
+    own = b.report.entries[spec.key]
+    assert with_prereq[:3] == [own.artifact_image_id, own.image_id, "sha256:prereq"]
+    other = AMD64[1]
+    assert (b._cache_from(other, [], b.place(other)) or [])[:2] == [
+        b.report.entries[other.key].artifact_image_id,
+        b.report.entries[other.key].image_id,
+    ]
     fresh = builder(tmp_path / "fresh", engine, fresh=True)
     assert fresh._cache_from(spec, ["sha256:prereq"], fresh.place(spec)) == [spec.base_image, "sha256:prereq"]
     assert builder(tmp_path / "nc", engine, nocache=True)._cache_from(spec, [], b.place(spec)) is None

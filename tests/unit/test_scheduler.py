@@ -236,6 +236,22 @@ def test_an_engine_that_stops_answering_is_taken_out_by_the_pings(tmp_path: Path
     assert "answered none of 2 pings" in res.attempts[0]["problem"]
 
 
+def test_a_ping_that_hangs_counts_as_missed(tmp_path: Path, monkeypatch: Any) -> None:
+    """An engine whose host went silent: its ping never returns; the run goes on without it."""
+    for name, value in (("PROBE_EVERY", 0.05), ("PROBE_TIMEOUT", 0.01), ("PROBE_GRACE", 0.1)):
+        monkeypatch.setattr(scheduler, name, value)
+    hung = NOJIT[0]
+    a, b = engine("fake://a", block={hung}), engine("fake://b")
+    silent = threading.Event()
+    monkeypatch.setattr(a, "alive", lambda timeout=10.0: silent.wait())  # never answers (until the end)
+    try:
+        builder, _ = run(tmp_path, [worker(a), worker(b)], specs(hung, JIT18[0]), retry=True)
+    finally:
+        silent.set()
+    res = builder.report.entries[f"{hung}@quick"]
+    assert res.passed and res.engine == "fake://b" and "answered none of 2 pings" in res.attempts[0]["problem"]
+
+
 def test_an_unreachable_engine_at_start_is_exit_5_naming_it_unless_keep_going(tmp_path: Path) -> None:
     good = engine("fake://good")
     decls = [
@@ -464,3 +480,45 @@ def test_ctrl_c_on_a_fleet_stops_every_engines_builds_and_tags_nothing(tmp_path:
     saved = Report.load(tmp_path / "out" / "report.json").entries
     assert {saved[f"{e}@quick"].status for e in (NOJIT[0], JIT18[0])} == {"interrupted"}
     assert not [c for c in (*a.calls, *b.calls) if c[0] == "tag"]
+
+
+# ------------------------------------------------------------------------------------ bench build --builder
+
+
+def test_bench_on_a_fleet_times_one_engine_then_all_with_every_entrys_recorded_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from cpforge import api
+    from cpforge.bench import fleet_bench, fleet_lines
+
+    ctx = api.Context.create(ROOT / "matrix.yaml", root=ROOT, out=tmp_path / "out")
+    monkeypatch.setattr(api.Context, "sources", lambda self, progress=None: FakeSources(tmp_path))
+    plan = specs(*NOJIT, JIT18[0])
+    recorded = Report(ctx.report_path)
+    for s in plan:
+        last = entry(s.key, "")
+        last.id, last.status, last.artifact_image_id = s.id, "passed", f"sha256:chain-of-{s.id}"
+        recorded.update(last)
+    recorded.save()
+    a, b = engine("fake://a"), engine("fake://b")
+    for eng in (a, b):
+        eng.images.update(f"sha256:chain-of-{s.id}" for s in plan)
+    fleet = Fleet([worker(a), worker(b)])
+    progress = Progress(total=len(plan), heartbeat=0, stream=io.StringIO())
+    bench = fleet_bench(ctx, fleet, plan, progress, cached=True)
+    assert [len(r["engines"]) for r in bench.runs] == [1, 2]
+    assert all(r["passed"] == len(plan) for r in bench.runs)
+    assert set(bench.runs[0]["built_on"].values()) == {"fake://a"}
+    assert set(bench.runs[1]["built_on"].values()) == {"fake://a", "fake://b"}
+    assert all(r["dispatch_max_seconds"] is not None and r["scheduler_cpu_seconds"] > 0 for r in bench.runs)
+    assert "share the CPUs of 1 host(s) (buildhost)" in bench.note
+    # every entry, not only the first, named its own recorded chain first (else it would recompile)
+    for eng in (a, b):
+        for build in (x for x in eng.builds if x["target"] == "artifact"):
+            assert (build["cache_from"] or [""])[0] == f"sha256:chain-of-{build['entry']}", build
+    assert Report.load(ctx.report_path).entries.keys() == {s.key for s in plan}  # the build report is untouched
+    assert json.loads((ctx.ws.out / "bench" / "fleet.json").read_text())["cached"] is True
+    lines = fleet_lines(bench, ctx.ws.out)
+    assert lines[1].startswith("  run 1: 1 engine(s): matrix wall time") and "note: the engines share" in lines[-2]
