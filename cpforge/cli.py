@@ -121,11 +121,15 @@ def build(
         engines = api.fleet(
             ctx, specs, builders=builders, engine_url=common.engine, jobs=n, keep_going=keep_going, say=p.say
         )
-        where = engines.workers[0].url if not engines.several else f"{len(engines.workers)} engines"
-        p.say(output.build_header(specs, n, where, ctx.ws.logs))
         if engines.several:
+            p.say(
+                f"cpforge: {output.entries(len(specs))} (profile {specs[0].profile.name}) on "
+                f"{len(engines.workers)} engines; logs in {ctx.ws.logs}"
+            )
             for line in engines.describe():
                 p.say(line)
+        else:
+            p.say(output.build_header(specs, n, engines.workers[0].url, ctx.ws.logs))
         options = BuildOptions(jobs=n, keep_going=keep_going, nocache=no_cache, native=native, retry=retry)
         results = api.build(ctx, engines, specs, options, p, locked=locked)
     return output.summary(results, ctx.report_path, fmt_seconds(p.elapsed), p.style)

@@ -22,6 +22,7 @@ The other engines finish their entries. Entries no engine is left for end with t
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -308,14 +309,16 @@ class Scheduler:
     # ------------------------------------------------------------------------------ interrupts
 
     def _interrupt(self, pool: ThreadPoolExecutor, total: int) -> None:
-        """First SIGINT/SIGTERM: start nothing, end the engines' work, wait (seconds) for the threads."""
-        self.b.progress.say("! interrupted: stopping the builds and containers under way (this takes seconds)")
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._still_stopping) if main else None
+        """First SIGINT/SIGTERM: start nothing, end the engines' work, wait (seconds) for the threads.
+        The engines are cancelled before anything is printed: a closed stdout must not keep a build going."""
+        self.fleet.cancel()
         never = len(self._queue)
         self._queue.clear()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._still_stopping) if main else None
         try:
-            self.fleet.cancel()
+            with contextlib.suppress(OSError):
+                self.b.progress.say("! interrupted: stopping the builds and containers under way (this takes seconds)")
             for fut, (task, _w) in list(self._running.items()):
                 res, _gone = fut.result()
                 self._done(task, res)

@@ -47,7 +47,16 @@ class Watched:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         cmd = [sys.executable, "-m", "invoke", *args]
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            # Ctrl-C reaches it as a terminal's would, even when this run inherited SIGINT ignored (a
+            # background job of a non-interactive shell): an ignored SIGINT would leave the build running.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
