@@ -14,10 +14,12 @@ from pathlib import Path
 from . import api, output
 from . import matrix as mx
 from .build import BuildOptions
+from .builders import Fleet
 from .builders import parse_flag as parse_builder
-from .errors import EntriesStale, UpdateAvailable, UsageError
+from .errors import EngineError, EntriesStale, UpdateAvailable, UsageError
 from .output import Outcome
 from .progress import Progress, Style, fmt_seconds
+from .report import EntryResult
 from .selection import Choice
 
 BENCHMARKS = ("build", "speed")
@@ -132,7 +134,27 @@ def build(
             p.say(output.build_header(specs, n, engines.workers[0].url, ctx.ws.logs))
         options = BuildOptions(jobs=n, keep_going=keep_going, nocache=no_cache, native=native, retry=retry)
         results = api.build(ctx, engines, specs, options, p, locked=locked)
-    return output.summary(results, ctx.report_path, fmt_seconds(p.elapsed), p.style)
+    outcome = output.summary(results, ctx.report_path, fmt_seconds(p.elapsed), p.style)
+    lost = engines_lost(engines, results)
+    return Outcome(outcome.lines, lost) if lost is not None and outcome.error is not None else outcome
+
+
+def engines_lost(engines: Fleet, results: list[EntryResult]) -> EngineError | None:
+    """EngineError (exit 5) when every entry that did not pass failed because its engine was lost
+    (or none was left for it), rather than because of the build itself."""
+    failed = [r for r in results if not r.passed]
+    gone = [w for w in engines.workers if w.lost]
+    if not failed or not gone:
+        return None
+    causes = ("not built: no engine", *(f"engine {w.url} was lost" for w in gone))
+    if not all(r.reason.startswith(causes) for r in failed):
+        return None
+    return EngineError(
+        f"{output.entries(len(failed))} not built: "
+        + "; ".join(f"engine {w.url} was lost ({w.lost.splitlines()[0]})" for w in gone),
+        hint="start it again (or fix its host), then rerun: finished steps come from the layer cache; "
+        "on a fleet, --retry builds a lost engine's entries on another engine of their platform",
+    )
 
 
 def smoke(common: Common) -> Outcome:

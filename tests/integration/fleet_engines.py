@@ -132,7 +132,10 @@ class SecondDockerd:
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
     def _end_leftovers(self) -> None:
-        """containerd and its shims that this daemon started and that outlived it (found by exec-root)."""
+        """containerd and its shims that this daemon started and that outlived it (found by exec-root).
+        Its pid file goes too: a killed containerd nobody has reaped yet still has a pid, and a
+        restarted dockerd would wait for it instead of starting a new one."""
+        (self.exec_root / "containerd" / "containerd.pid").unlink(missing_ok=True)
         mark = str(self.exec_root).encode()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():

@@ -228,24 +228,37 @@ def test_provision_finds_the_artifacts_on_the_engine_that_built_them(
         gone.of(EntryResult.from_json(fleet_run.entries[spec.key]))
 
 
-def test_after_a_restart_a_rerun_on_that_engine_gets_into_a_build(
+def test_one_engine_killed_without_retry_is_exit_5_and_after_a_restart_it_builds_again(
     fleet_run: FleetRun, ctx: api.Context, second_dockerd: SecondDockerd, test_matrix: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "out"
-    rerun = Watched(
-        [
-            "build",
-            *("--filter", "3.14-default-trixie-amd64", "--profile", "quick", "--matrix-file", str(test_matrix)),
-            *("--out", str(out), "--builder", f"linux/amd64={second_dockerd.url}"),
-        ],
-        env=dict(os.environ),
-    )
-    log = out / "logs" / "3.14-default-trixie-amd64.quick.log"
+    """#25: a dead engine mid-build, no other engine and no --retry: a clear error (exit 5), nothing
+    tagged; after a restart, a rerun gets into a build step again (then Ctrl-C: that the restarted
+    engine builds is what this shows, not that a whole build completes there)."""
+    entry = "3.14-default-trixie-amd64"
+
+    def build(out: Path) -> Watched:
+        args = ["build", "--filter", entry, "--profile", "quick", "--matrix-file", str(test_matrix)]
+        return Watched([*args, "--out", str(out), "--builder", f"linux/amd64={second_dockerd.url}"], dict(os.environ))
+
+    killed = build(tmp_path / "killed")
+    log = tmp_path / "killed" / "logs" / f"{entry}.quick.log"
+    killed.wait_for("the build running a step on the second engine", lambda: running_a_step(log), timeout=600)
+    second_dockerd.kill()
+    assert killed.finish(timeout=120) == 5, killed.output[-3000:]
+    assert f"engine {second_dockerd.url} was lost during the build" in killed.output
+    assert "nothing of it was tagged" in killed.output and "Traceback" not in killed.output
+    saved = json.loads((tmp_path / "killed" / "report.json").read_text())["entries"][0]
+    assert saved["status"] == "error" and saved["attempts"][0]["status"] == "lost"
+    assert saved["tags"] == []
+
+    engine = second_dockerd.start()
+    assert tags_of(engine, ctx.matrix.repository) == set()  # the dead daemon tagged nothing
+    rerun = build(tmp_path / "rerun")
+    log = tmp_path / "rerun" / "logs" / f"{entry}.quick.log"
     rerun.wait_for("the rerun running a step on the restarted engine", lambda: running_a_step(log), timeout=600)
     os.killpg(rerun.proc.pid, signal.SIGINT)
     assert rerun.finish(timeout=120) == 130, rerun.output[-3000:]
     assert "nothing unproven was tagged" in rerun.output
-    engine = Engine.connect(second_dockerd.url)
     assert engine.alive() and tags_of(engine, ctx.matrix.repository) == set()
 
 

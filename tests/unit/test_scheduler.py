@@ -457,8 +457,9 @@ def test_an_unreachable_builder_is_exit_5_naming_it_and_keep_going_builds_withou
     assert f"builder {gone} (linux/amd64; declared at --builder) cannot be reached" in proc.stderr
     assert "--keep-going" in proc.stderr and not (tmp_path / "report.json").exists()
     proc = invoke(*args, "--keep-going")  # no engine is left for the entry: it is not built, and says why
-    assert proc.returncode == 7, proc.stdout + proc.stderr
+    assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "not built: no engine for linux/amd64 is left" in proc.stdout
+    assert f"1 entry not built: engine {gone} was lost (unreachable at the start" in proc.stderr
     assert "--engine and --builder" in invoke(*args, "--engine", gone).stderr
 
 
@@ -522,3 +523,18 @@ def test_bench_on_a_fleet_times_one_engine_then_all_with_every_entrys_recorded_c
     assert json.loads((ctx.ws.out / "bench" / "fleet.json").read_text())["cached"] is True
     lines = fleet_lines(bench, ctx.ws.out)
     assert lines[1].startswith("  run 1: 1 engine(s): matrix wall time") and "note: the engines share" in lines[-2]
+
+
+def test_a_build_that_failed_only_because_its_engine_was_lost_ends_with_exit_5(tmp_path: Path) -> None:
+    from cpforge.cli import engines_lost
+
+    doomed = NOJIT[0]
+    a = engine("fake://a", die_on={doomed})
+    builder, _ = run(tmp_path, [worker(a)], specs(*NOJIT))
+    results = list(builder.report.entries.values())
+    err = engines_lost(builder.fleet, results)
+    assert err is not None and err.exit_code == 5
+    assert str(err).startswith("2 entries not built: engine fake://a was lost (it stopped answering")
+    # a failure of the build itself is not blamed on the engine
+    results[0].reason = "configure: error: no acceptable C compiler found in $PATH"
+    assert engines_lost(builder.fleet, results) is None
