@@ -34,7 +34,7 @@ else:                                     # 3.13
 
 def hot():
     total = 0
-    for i in range(300000):
+    for i in range(60000):
         total += i % 7
     return total
 for _ in range(3):
@@ -58,7 +58,7 @@ if jit is not None:
     # is_active() on the hot path itself: a call in a rarely taken branch runs after a side exit,
     # in the interpreter, and says False even when the loop is JIT code.
     def hot_active():
-        for _ in range(200000):
+        for _ in range(60000):
             if jit.is_active():
                 return True
         return False
@@ -136,11 +136,11 @@ THREAD_PROBE = r"""
 import json, threading
 results = [0] * 8
 def work(k):
-    results[k] = sum(i * i for i in range(200000 + k))
+    results[k] = sum(i * i for i in range(50000 + k))
 threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
 for t in threads: t.start()
 for t in threads: t.join()
-expected = [sum(i * i for i in range(200000 + k)) for k in range(8)]
+expected = [sum(i * i for i in range(50000 + k)) for k in range(8)]
 print(json.dumps(results == expected))
 """
 
@@ -179,15 +179,85 @@ def extension_modules() -> list[str]:
     return sorted(names)
 
 
+def walk_prefix() -> tuple[list[str], dict[str, object]]:
+    """The ELF files under the prefix, and the .pyc files and test directories shipped there."""
+    pyc = 0
+    test_dirs: list[str] = []
+    elves: list[str] = []
+    for root, dirs, files in os.walk(sys.prefix):
+        pyc += sum(1 for f in files if f.endswith((".pyc", ".pyo")))
+        test_dirs += [os.path.join(root, d) for d in dirs if d in ("test", "tests", "idle_test")]
+        for f in files:
+            path = os.path.join(root, f)
+            if not os.path.islink(path) and elf_linked(path):
+                elves.append(path)
+    return sorted(elves), {"pyc_files": pyc, "test_dirs": sorted(test_dirs)[:20]}
+
+
+def judge(results: dict[str, tuple[int, str, str]]) -> dict[str, object]:
+    """The facts the probes' output states (each probe: exit code, stdout, stderr)."""
+    facts: dict[str, object] = {}
+    rc, out, err = results["vv"]
+    facts["version_vv"] = out if rc == 0 else f"error: {err}"
+    rc, out, err = results["jit"]
+    if rc == 0:
+        facts.update(json.loads(out))
+    else:
+        facts["jit_error"] = err[-2000:]
+    rc, out, err = results["jit_off"]
+    off = json.loads(out) if rc == 0 else {}
+    facts["jit_enabled_with_python_jit_0"] = off.get("jit_enabled")
+    facts["jit_active_with_python_jit_0"] = off.get("jit_active")
+    rc, out, err = results["features"]
+    if rc == 0:
+        facts.update(json.loads(out))
+    else:
+        facts["features_error"] = err[-2000:]
+    rc, out, err = results["imports"]
+    imported = json.loads(out) if rc == 0 else {"failed": {"<probe>": err[-2000:]}, "gil_enabled": None}
+    facts["failed_imports"] = imported["failed"]
+    facts["gil_enabled_after_imports"] = imported["gil_enabled"]
+    rc, out, err = results["pip"]
+    facts["pip_version"] = out.split()[1] if rc == 0 and out.startswith("pip ") else None
+    rc, out, err = results["threads"]
+    facts["threads_ok"] = rc == 0 and out == "true"
+    rc, out, err = results["openssl"]
+    facts["openssl"] = out if rc == 0 else None
+    facts["ldd_missing"] = ldd_missing([results[k] for k in sorted(results) if k.startswith("ldd")])
+    return facts
+
+
+def ldd_missing(runs: list[tuple[int, str, str]]) -> list[str]:
+    """`file: lib => not found` for every library ldd could not resolve (or why ldd failed)."""
+    missing: list[str] = []
+    for rc, out, err in runs:
+        current = ""
+        found = []
+        for line in out.splitlines():
+            if line.endswith(":") and not line.startswith(("\t", " ")):
+                current = line[:-1]
+            elif "not found" in line:
+                found.append(f"{current}: {line.strip()}")
+        if rc != 0 and not found:
+            return [f"ldd failed: {err[-500:]}"]
+        missing += found
+    return missing[:20]
+
+
 def main() -> None:
     import platform
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
 
     required: list[str] = []
     if "--modules" in sys.argv:
         required = [m for m in sys.argv[sys.argv.index("--modules") + 1].split(",") if m]
 
     clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHON_GIL", "PYTHON_JIT")}
-    clean_env["PYTHONDONTWRITEBYTECODE"] = "1"  # the probe must not create the .pyc files it counts
+    # Bytecode goes to a cache outside the prefix (never a .pyc the walk below counts), shared by the
+    # probes: each module is compiled once, not once per probe (under QEMU that is most of the time).
+    clean_env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="cpforge-smoke-pycache-")
+    clean_env.pop("PYTHONDONTWRITEBYTECODE", None)
     exe = sys.executable
     facts: dict[str, object] = {
         "version": platform.python_version(),
@@ -202,69 +272,34 @@ def main() -> None:
         "machine": os.uname().machine,
         "elf_machine": elf_machine(os.path.realpath(exe)),
     }
-
-    rc, out, err = run([exe, "-VV"], clean_env)
-    facts["version_vv"] = out if rc == 0 else f"error: {err}"
-
-    rc, out, err = run([exe, "-c", JIT_PROBE], clean_env)
-    if rc == 0:
-        facts.update(json.loads(out))
-    else:
-        facts["jit_error"] = err[-2000:]
-    rc, out, err = run([exe, "-c", JIT_PROBE], {**clean_env, "PYTHON_JIT": "0"})
-    off = json.loads(out) if rc == 0 else {}
-    facts["jit_enabled_with_python_jit_0"] = off.get("jit_enabled")
-    facts["jit_active_with_python_jit_0"] = off.get("jit_active")
-
-    rc, out, err = run([exe, "-W", "error", "-c", FEATURE_PROBE], clean_env)  # an unclosed interpreter warns
-    if rc == 0:
-        facts.update(json.loads(out))
-    else:
-        facts["features_error"] = err[-2000:]
-
     dynload = extension_modules()
     facts["builtin_module_names"] = sorted(sys.builtin_module_names)
     facts["dynload_modules"] = dynload
     modules = sorted(set(dynload) | set(required))
     facts["extension_modules"] = len(modules)
-    rc, out, err = run([exe, "-c", IMPORT_PROBE, *modules], clean_env)
-    imported = json.loads(out) if rc == 0 else {"failed": {"<probe>": err[-2000:]}, "gil_enabled": None}
-    facts["failed_imports"] = imported["failed"]
-    facts["gil_enabled_after_imports"] = imported["gil_enabled"]
-
-    rc, out, err = run([exe, "-m", "pip", "--version"], clean_env)
-    facts["pip_version"] = out.split()[1] if rc == 0 and out.startswith("pip ") else None
-
-    rc, out, err = run([exe, "-c", THREAD_PROBE], clean_env)
-    facts["threads_ok"] = rc == 0 and out == "true"
-
-    rc, out, err = run([exe, "-c", "import ssl; print(ssl.OPENSSL_VERSION)"], clean_env)
-    facts["openssl"] = out if rc == 0 else None
-
-    pyc = 0
-    test_dirs = []
-    elves = []
-    for root, dirs, files in os.walk(sys.prefix):
-        pyc += sum(1 for f in files if f.endswith((".pyc", ".pyo")))
-        test_dirs += [os.path.join(root, d) for d in dirs if d in ("test", "tests", "idle_test")]
-        for f in files:
-            path = os.path.join(root, f)
-            if not os.path.islink(path) and elf_linked(path):
-                elves.append(path)
-    facts["pyc_files"] = pyc
-    facts["test_dirs"] = sorted(test_dirs)[:20]
-
-    # Every ELF file's shared libraries resolve (ldd: the real dynamic loader, no LD_LIBRARY_PATH).
+    elves, walked = walk_prefix()
+    facts.update(walked)
     facts["elf_files"] = len(elves)
-    rc, out, err = run(["ldd", *sorted(elves)], clean_env) if elves else (0, "", "")
-    missing = []
-    current = ""
-    for line in out.splitlines():
-        if line.endswith(":") and not line.startswith(("\t", " ")):
-            current = line[:-1]
-        elif "not found" in line:
-            missing.append(f"{current}: {line.strip()}")
-    facts["ldd_missing"] = missing[:20] if (rc == 0 or missing) else [f"ldd failed: {err[-500:]}"]
+
+    # The probes are independent processes: run them side by side, one per CPU.
+    probes = {
+        "vv": ([exe, "-VV"], clean_env),
+        "jit": ([exe, "-c", JIT_PROBE], clean_env),
+        "jit_off": ([exe, "-c", JIT_PROBE], {**clean_env, "PYTHON_JIT": "0"}),
+        "features": ([exe, "-W", "error", "-c", FEATURE_PROBE], clean_env),  # an unclosed interpreter warns
+        "imports": ([exe, "-c", IMPORT_PROBE, *modules], clean_env),
+        "pip": ([exe, "-m", "pip", "--version"], clean_env),
+        "threads": ([exe, "-c", THREAD_PROBE], clean_env),
+        "openssl": ([exe, "-c", "import ssl; print(ssl.OPENSSL_VERSION)"], clean_env),
+    }
+    half = (len(elves) + 1) // 2  # ldd in two halves: every ELF file's libraries resolve
+    for i, chunk in enumerate((elves[:half], elves[half:])):
+        if chunk:
+            probes[f"ldd{i}"] = (["ldd", *chunk], clean_env)
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        done = {name: pool.submit(run, args, env) for name, (args, env) in probes.items()}
+        results = {name: fut.result() for name, fut in done.items()}
+    facts.update(judge(results))
     facts["py_enable_shared"] = sysconfig.get_config_var("Py_ENABLE_SHARED")
     libdir = sysconfig.get_config_var("LIBDIR") or "/usr/local/lib"
     facts["libpython_files"] = sorted(
