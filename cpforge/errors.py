@@ -30,7 +30,7 @@ class CpforgeError(Exception):
 
 
 class EntriesFailed(CpforgeError):
-    """An entry failed (build, smoke test or publish); the others ran. The report and logs say which."""
+    """Some selected entries were left out (publish: SKIPPED, with the reason); the others were done."""
 
     exit_code = 1
 
