@@ -26,13 +26,9 @@ from pathlib import Path
 from cpforge.engine import Engine
 from cpforge.errors import EngineError
 
+from .registries import free_port
+
 SSHD = Path("/usr/sbin/sshd")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(*cmd: str, cwd: Path | None = None) -> None:

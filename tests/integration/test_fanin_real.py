@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from cpforge.publish import arch_tags, index_tags, publish, publish_lists
 from cpforge.registry import Registry
 from cpforge.report import Report
 
+from .registries import serving_registry
 from .test_publish_lock_real import BASE, FAKE_PYTHON, build_tiny, passed
 from .test_registry_real import push_small_image
 
@@ -38,39 +36,11 @@ LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's docker-registry on a free loopback port, storing in a temp dir."""
-    binary = shutil.which("docker-registry")
-    assert binary, "Debian's docker-registry is required: apt-get install docker-registry"
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (root / "registry.log").open("wb")
-    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=log)
-    try:
-        for _ in range(100):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                    break
-            except requests.exceptions.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("docker-registry did not start")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    with serving_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 @pytest.fixture(autouse=True)

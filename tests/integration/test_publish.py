@@ -4,10 +4,6 @@ exact tags immutable, multi-arch manifest lists with the right architectures, SB
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,46 +18,17 @@ from cpforge.registry import RegistryError
 from cpforge.report import EntryResult, Report
 
 from .faults import CuttingProxy
+from .registries import serving_registry
 
 pytestmark = pytest.mark.integration
 LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve_registry(root: Path, auth: str = "") -> tuple[str, subprocess.Popen[bytes]]:
-    """Start Debian's docker-registry on a free loopback port; return its address and process."""
-    binary = shutil.which("docker-registry")
-    assert binary, "Debian's docker-registry is required: apt-get install docker-registry"
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
-    )
-    proc = subprocess.Popen(
-        [binary, "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(50):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
-            break
-        except requests.exceptions.ConnectionError:
-            time.sleep(0.2)
-    return f"127.0.0.1:{port}", proc
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    address, proc = serve_registry(tmp_path_factory.mktemp("registry"))
-    yield address
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serving_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 def manifest(registry: str, repo: str, ref: str) -> tuple[int, dict, str]:
@@ -194,12 +161,10 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bcrypt = pytest.importorskip("bcrypt")  # a dev dependency; skipping here is a visible 's' in the summary
     root = tmp_path_factory.mktemp("auth-registry")
     (root / "htpasswd").write_text("alice:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=5)).decode() + "\n")
-    address, proc = serve_registry(
+    with serving_registry(
         root, f"auth:\n  htpasswd:\n    realm: cpforge-test\n    path: {root / 'htpasswd'}\n"
-    )
-    yield address
-    proc.terminate()
-    proc.wait(timeout=10)
+    ) as address:
+        yield address
 
 
 def docker_config(tmp_path: Path, host: str, user: str, password: str) -> Path:

@@ -8,10 +8,6 @@ import dataclasses
 import io
 import json
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +22,8 @@ from cpforge.lock import Lock, LockError, check_locked, write
 from cpforge.progress import Progress
 from cpforge.publish import publish
 from cpforge.report import EntryResult, Report
+
+from .registries import serving_registry
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,36 +63,11 @@ def build_tiny(engine: Engine, made: list[str], base: str, tag: str, files: dict
     return image
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("docker-registry")
-    assert binary, "Debian's docker-registry is required: apt-get install docker-registry"
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (root / "registry.log").open("wb")
-    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=log)
-    try:
-        for _ in range(100):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except requests.exceptions.ConnectionError:
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    """Debian's docker-registry on a free loopback port, storing in a temp dir."""
+    with serving_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 def manifest(registry: str, repo: str, ref: str) -> tuple[int, dict[str, object]]:

@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import socket
 import subprocess
 import tarfile
 import threading
@@ -26,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from cpforge.publish import IndexGroup, Member, index_body, list_members, update_index
 from cpforge.registry import MANIFEST_LIST_V2, MANIFEST_V2, Credentials, Registry, RegistryError, credentials_for
+
+from .registries import free_port, serving_registry
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,40 +37,11 @@ REPO = "race/python"
 ROUNDS = 24
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's docker-registry on a free loopback port, storing in a temp dir."""
-    binary = shutil.which("docker-registry")
-    assert binary, "Debian's docker-registry is required: apt-get install docker-registry"
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (root / "registry.log").open("wb")
-    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=log)
-    try:
-        for _ in range(100):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                    break
-            except requests.exceptions.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("docker-registry did not start")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    with serving_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 # ------------------------------------------------------------------ concurrent publishers
