@@ -12,7 +12,8 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -66,15 +67,34 @@ def built(tmp_path: Path) -> tuple[FakeEngine, Report, list[BuildSpec]]:
     return make_built(tmp_path)
 
 
+_PROVISIONED: dict[tuple[str, str], Path] = {}  # provision outputs made once per (base URL, job), then copied
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _provisioned_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    _PROVISIONED.clear()
+    yield
+    _PROVISIONED.clear()
+
+
+def provisioned_job(
+    tmp: Path, built: tuple[FakeEngine, Report, list[BuildSpec]], i: int, base: str, into: Path
+) -> Path:
+    """Job ``i``'s provision output (the entry ``built`` chose at ``i``), copied to ``into``: each is
+    provisioned once per module (provision is deterministic) and copied for every test."""
+    engine, rep, chosen = built
+    key = (base, str(i))
+    if key not in _PROVISIONED:
+        made = Path(tempfile.mkdtemp(dir=tmp.parent, prefix="pristine-")) / "dist"
+        provision(engine, rep, [chosen[i]], made, base, say=quiet)  # type: ignore[arg-type]
+        _PROVISIONED[key] = made
+    shutil.copytree(_PROVISIONED[key], into)
+    return into
+
+
 def provision_each(tmp: Path, built: tuple[FakeEngine, Report, list[BuildSpec]], base: str = BASE) -> list[Path]:
     """What build.yml's jobs upload: one provision output directory per entry."""
-    engine, rep, chosen = built
-    dirs = []
-    for i, s in enumerate(chosen):
-        d = tmp / f"job-{i}" / "dist"
-        provision(engine, rep, [s], d, base, say=quiet)  # type: ignore[arg-type]
-        dirs.append(d)
-    return dirs
+    return [provisioned_job(tmp, built, i, base, tmp / f"job-{i}" / "dist") for i in range(len(built[2]))]
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -336,10 +356,7 @@ def test_a_destination_holding_the_same_tarball_with_other_metadata_is_refused(
 
 
 def one_job(tmp: Path, built: tuple[FakeEngine, Report, list[BuildSpec]]) -> tuple[Path, str]:
-    engine, rep, chosen = built
-    d = tmp / "job"
-    provision(engine, rep, chosen[:1], d, BASE, say=quiet)  # type: ignore[arg-type]
-    return d, "python-3.14.7-linux-trixie-x64.tar.gz"
+    return provisioned_job(tmp, built, 0, BASE, tmp / "job"), "python-3.14.7-linux-trixie-x64.tar.gz"
 
 
 BREAKAGES: dict[str, tuple[Callable[[Path, str], None], str]] = {
