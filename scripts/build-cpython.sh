@@ -182,7 +182,10 @@ fi
 if [ -n "${CPFORGE_BUILTIN_MODULES:-}" ]; then
     # Setup.local comes first in makesetup's list, and the first rule for a module wins: these take
     # Setup.stdlib's rules (the same sources and MODULE_<NAME>_CFLAGS/LDFLAGS), built *static*.
+    # A module the release always builds in (Setup.bootstrap, or config.c.in's own table: 3.14's
+    # _datetime, _opcode, _contextvars) needs no rule: it is noted and skipped.
     read -r -a builtin_modules <<< "$CPFORGE_BUILTIN_MODULES"
+    always_builtin=()
     {
         echo "# cpforge-build: CPFORGE_BUILTIN_MODULES"
         echo "*static*"
@@ -192,6 +195,11 @@ if [ -n "${CPFORGE_BUILTIN_MODULES:-}" ]; then
                 exit 1
             fi
             rule=$(sed -n "s/^@MODULE_[A-Z0-9_]*_TRUE@\(${mod} .*\)\$/\1/p" Modules/Setup.stdlib.in)
+            if [ -z "$rule" ] && { grep -q -E "^${mod}[[:space:]]" Modules/Setup.bootstrap.in \
+                                   || grep -q -F "{\"${mod}\", PyInit_${mod}}" Modules/config.c.in; }; then
+                always_builtin+=("$mod")
+                continue
+            fi
             if [ -z "$rule" ]; then
                 echo "cpforge-build: Python ${version} has no stdlib extension module ${mod} to build in" >&2
                 exit 1
@@ -200,6 +208,7 @@ if [ -n "${CPFORGE_BUILTIN_MODULES:-}" ]; then
         done
     } > Modules/Setup.local
     log "built-in extension modules: ${builtin_modules[*]}"
+    [ ${#always_builtin[@]} -eq 0 ] || log "(Python ${version} builds ${always_builtin[*]} in anyway)"
 fi
 log "configure ${configure[*]} ${args[*]}"
 ./configure "${configure[@]}" "${args[@]}"
