@@ -167,7 +167,7 @@ int main(void) {
 
 
 @pytest.fixture(scope="module")
-def with_gcc(engine: Engine, trained: EntryResult, workdir: Path) -> Iterator[str]:
+def with_gcc(engine: Engine, trained: EntryResult, workdir: Path) -> str:
     """The runtime image plus what a user adds to build C code: Debian's gcc (not clang)."""
     assert trained.image_id
     dockerfile = (
@@ -176,9 +176,7 @@ def with_gcc(engine: Engine, trained: EntryResult, workdir: Path) -> Iterator[st
         "&& rm -rf /var/lib/apt/lists/*\n"
     ).encode()
     with (workdir / "pgo-gcc.log").open("w") as log:
-        image = engine.build(context_tar({"Dockerfile": dockerfile}), log=log)
-    yield image
-    engine.remove_image(image)
+        return engine.build(context_tar({"Dockerfile": dockerfile}), log=log)
 
 
 # What setuptools (distutils' customize_compiler) runs: sysconfig's CC CFLAGS CCSHARED to compile, its
