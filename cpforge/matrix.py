@@ -13,6 +13,7 @@ add it to its table, read it in its section's loader, and describe it in schema/
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import fnmatch
 import hashlib
@@ -86,6 +87,10 @@ X86_ISA_LEVEL_RE = re.compile(r"^-march=x86-64-v[2-4]$")
 # One word of the PGO training command (CPython's Makefile runs PROFILE_TASK through a shell).
 PGO_TASK_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_=.,:/+-]*$|^-[A-Za-z0-9_=.,:/+-]+$")
 MODULE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The C compiler a profile builds with: the distro's gcc, or clang-N (the Debian package clang-N).
+COMPILER_RE = re.compile(r"^(gcc|clang-[0-9]+)$")
+# A key of a profile's `overrides:`: a glob over entry ids, as in `exclude:` (e.g. "3.14-*-trixie-*").
+ENTRY_GLOB_RE = re.compile(r"^[a-z0-9*?][a-z0-9*?.-]*$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +199,42 @@ class Profile:
     # shipped as .so files, as Debian's python3.X does: importing them opens and maps no file, and
     # LTO sees them with the core (measured here: faster startup, the same benchmark times).
     builtin_modules: tuple[str, ...] = ()
+    compiler: str = "gcc"  # gcc (the distro's), or clang-N: COMPILER_RE
+    # `overrides:` in the matrix, in order: (entry glob, the complete profile the entries it matches
+    # build with: the profile's own keys, each key the override gives replacing its own). Only the
+    # profile as written has them; the effective profile of an entry (for_entry) has none.
+    overrides: tuple[tuple[str, Profile], ...] = ()
+
+    def override_for(self, entry_id: str) -> str | None:
+        """The first `overrides:` glob that matches ``entry_id`` (None: the profile as written)."""
+        return next((g for g, _ in self.overrides if fnmatch.fnmatchcase(entry_id, g)), None)
+
+    def for_entry(self, entry_id: str) -> Profile:
+        """The profile entry ``entry_id`` builds with: its first matching override, else this one."""
+        glob = self.override_for(entry_id)
+        if glob is None:
+            return dataclasses.replace(self, overrides=()) if self.overrides else self
+        return next(p for g, p in self.overrides if g == glob)
+
+    @property
+    def clang(self) -> int | None:
+        """The clang major this profile compiles with (None: gcc)."""
+        return int(self.compiler.removeprefix("clang-")) if self.compiler.startswith("clang-") else None
+
+    def compiler_flags(self) -> tuple[str, ...]:
+        """Configure variables naming the compiler and the LLVM tools a clang build needs by path
+        (Debian installs them as /usr/lib/llvm-N/bin/llvm-ar, not on PATH, where configure looks
+        for them): llvm-ar for --with-lto, llvm-profdata to merge PGO's raw profiles. Nothing for gcc,
+        configure's default."""
+        if self.clang is None:
+            return ()
+        tools = f"/usr/lib/llvm-{self.clang}/bin"
+        return (
+            f"CC={self.compiler}",
+            f"CXX=clang++-{self.clang}",
+            f"LLVM_AR={tools}/llvm-ar",
+            f"LLVM_PROFDATA={tools}/llvm-profdata",
+        )
 
     def build_flags(self) -> tuple[str, ...]:
         """The configure arguments this profile adds: its flags, then derived ones."""
@@ -202,6 +243,7 @@ class Profile:
             *self.configure,
             *(("--enable-shared",) if self.shared else ()),
             *(("--enable-static-libpython-for-interpreter",) if self.static_interpreter else ()),
+            *self.compiler_flags(),
             *((f"CFLAGS_NODIST={' '.join(cflags)}",) if cflags else ()),
             *((f"LDFLAGS_NODIST={' '.join(self.ldflags_nodist)}",) if self.ldflags_nodist else ()),
             *((f"PROFILE_TASK={' '.join(self.pgo_task)}",) if self.pgo_task else ()),
@@ -292,9 +334,10 @@ class BuildSpec:
 
     @property
     def pgo_profile(self) -> str | None:
-        """Where this entry's pinned PGO profile (its .gcda files) lives, relative to the repository
-        root: `invoke lock` pins the one a build trained, and later builds reuse it instead of training
-        again, so a release build is reproducible. None for builds without PGO."""
+        """Where this entry's pinned PGO profile (GCC's .gcda files, or clang's merged code.profclangd)
+        lives, relative to the repository root: `invoke lock` pins the one a build trained, and later
+        builds reuse it instead of training again, so a release build is reproducible. None for builds
+        without PGO."""
         if not self.pgo:
             return None
         ns = f"{self.namespace}/" if self.namespace else ""
@@ -303,10 +346,12 @@ class BuildSpec:
     @property
     def pgo_config(self) -> str:
         """12 hex digits naming everything that shapes the instrumented build a PGO profile was
-        trained on: source, platforms, builder, configure and compiler flags, training task, built-in
-        modules. Change any of them and the pinned profile no longer matches the code GCC compiles
-        (it fails with -Werror=coverage-mismatch), so its file name changes too: the build trains
-        afresh instead, and `invoke lock` pins the new profile in place of the old one."""
+        trained on: source, platforms, builder, configure and compiler flags (the compiler itself is
+        one: CC=clang-N), training task, built-in modules. Change any of them and the pinned profile
+        no longer matches the code compiled (GCC fails with -Werror=coverage-mismatch, clang silently
+        drops what no longer matches), so its file name changes too: the build trains afresh
+        instead, and `invoke lock` pins the new profile in place of the old one. A gcc profile's
+        configure flags are the same as before cpforge knew compilers, so its name is too."""
         shape = "\n".join(
             (
                 self.source.sha256,
@@ -373,7 +418,8 @@ class Matrix:
         )
 
     def expand(self, profile: str | None = None) -> list[BuildSpec]:
-        """Every entry of the matrix, for one profile (default: the matrix's default profile)."""
+        """Every entry of the matrix, for one profile (default: the matrix's default profile). Each
+        BuildSpec gets the profile its entry builds with (Profile.for_entry: `overrides:` applied)."""
         prof = self.profile(profile or self.default_profile)
         specs: list[BuildSpec] = []
         entries = _entries(self.versions, self.variants, self.distros, self.platforms, self.exclude)
@@ -386,7 +432,7 @@ class Matrix:
                     variant=var,
                     platform=plat,
                     distro=dist,
-                    profile=prof,
+                    profile=prof.for_entry(eid),
                     llvm=ver.llvm,
                     source=Source(version=ver.version, sha256=ver.sha256, signer=ver.signer),
                     epoch=ver.epoch,
@@ -474,9 +520,10 @@ DISTRO_KEYS = (
     Key(name="pull", pattern=PULL_RE),
     Key(name="opt-in"),
 )
-PROFILE_KEYS = (
+# What a profile's `overrides:` may change for the entries a glob matches: all but the image tag suffix.
+PROFILE_OVERRIDE_KEYS = (
     Key(name="configure", pattern=FLAG_RE),
-    Key(name="tag-suffix", pattern=TAG_SUFFIX_RE),
+    Key(name="compiler", pattern=COMPILER_RE),
     Key(name="shared"),
     Key(name="static-interpreter"),
     Key(name="frame-pointers"),
@@ -484,6 +531,11 @@ PROFILE_KEYS = (
     Key(name="ldflags-nodist", pattern=CC_FLAG_RE),
     Key(name="pgo-task", pattern=PGO_TASK_RE),
     Key(name="builtin-modules", pattern=MODULE_NAME_RE),
+)
+PROFILE_KEYS = (
+    Key(name="tag-suffix", pattern=TAG_SUFFIX_RE),
+    *PROFILE_OVERRIDE_KEYS,
+    Key(name="overrides", keys=PROFILE_OVERRIDE_KEYS, names=ENTRY_GLOB_RE),
 )
 SOURCES_KEYS = (Key(name="mirrors", pattern=MIRROR_RE), Key(name="cache"))
 SMOKE_KEYS = (Key(name="modules", pattern=MODULE_RE),)
@@ -519,6 +571,10 @@ class _Draft:
     build_platform: Platform = DEFAULT_BUILD_PLATFORM
     distros: list[Distro] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
+    # (profile, override glob) → the keys that profile has where the glob matches ("": as written),
+    # with their nodes: what a refusal at load names the line of; and each glob's own node.
+    profile_nodes: dict[tuple[str, str], dict[str, tuple[yaml.Node, yaml.Node]]] = field(default_factory=dict)
+    override_nodes: dict[tuple[str, str], yaml.Node] = field(default_factory=dict)
     mirrors: tuple[str, ...] = ("https://www.python.org/ftp/python",)
     cache_dir: str = "sources"
     smoke_modules: tuple[str, ...] = ()
@@ -863,14 +919,52 @@ def _pull(ctx: _Ctx, node: yaml.Node) -> str:
 
 def _load_profiles(ctx: _Ctx, node: yaml.Node, d: _Draft) -> None:
     for name, _, options in _named(ctx, node, "profiles", "profile", "e.g. `quick: {}`", "use lower-case letters"):
-        d.profiles.append(_profile(ctx, name, options, d.platforms))
+        d.profiles.append(_profile(ctx, name, options, d))
 
 
-def _profile(ctx: _Ctx, name: str, node: yaml.Node, platforms: Sequence[Platform]) -> Profile:
+def _profile(ctx: _Ctx, name: str, node: yaml.Node, d: _Draft) -> Profile:
+    """A profile as written, with the complete profile of each of its `overrides:`."""
     if _is_null(node):
+        d.profile_nodes[(name, "")] = {}
         return Profile(name=name)
-    what = f"profile `{name}`"
-    m = _mapping(ctx, node, what, PROFILE_KEYS)
+    m = _mapping(ctx, node, f"profile `{name}`", PROFILE_KEYS)
+    own = {k: v for k, v in m.items() if k != "overrides"}
+    d.profile_nodes[(name, "")] = own
+    base = _profile_of(ctx, name, own, d.platforms, f"profile `{name}`")
+    if "overrides" not in m:
+        return base
+    overrides: list[tuple[str, Profile]] = []
+    for glob, knode, onode in _overrides(ctx, name, m["overrides"][1]):
+        what = f'profile `{name}` for "{glob}"'
+        changed = _mapping(ctx, onode, what, PROFILE_OVERRIDE_KEYS)
+        if not changed:
+            raise ctx.fail(onode, f"{what} changes nothing", f'drop `"{glob}":` or give it keys')
+        merged = {**own, **changed}  # each key it gives replaces the profile's own, lists included
+        d.profile_nodes[(name, glob)] = merged
+        d.override_nodes[(name, glob)] = knode
+        overrides.append((glob, _profile_of(ctx, name, merged, d.platforms, what)))
+    return dataclasses.replace(base, overrides=tuple(overrides))
+
+
+def _overrides(ctx: _Ctx, name: str, node: yaml.Node) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    """The (glob, glob node, keys node) items of a profile's `overrides:`, in order."""
+    example = 'e.g. `overrides: {"3.14-*-trixie-*": {compiler: clang-19}}`'
+    if not isinstance(node, yaml.MappingNode) or not node.value:
+        raise ctx.fail(node, f"profile `{name}` overrides must be a mapping of entry glob → keys", example)
+    out: list[tuple[str, yaml.Node, yaml.Node]] = []
+    for knode, onode in node.value:
+        hint = f"a glob over entry ids (<minor>-<variant>-<distro>-<arch>), quoted, {example}"
+        glob = _text(ctx, knode, f"entry glob in profile `{name}` overrides", ENTRY_GLOB_RE, hint)
+        if any(glob == seen for seen, _, _ in out):
+            raise ctx.fail(knode, f'profile `{name}` lists "{glob}" twice in overrides', "keep one of them")
+        out.append((glob, knode, onode))
+    return out
+
+
+def _profile_of(
+    ctx: _Ctx, name: str, m: dict[str, tuple[yaml.Node, yaml.Node]], platforms: Sequence[Platform], what: str
+) -> Profile:
+    """The profile ``name`` that the keys ``m`` describe (``what`` names it in errors)."""
     conf = _flags(ctx, m["configure"][1], what) if "configure" in m else ()
     sfx = _text(ctx, m["tag-suffix"][1], "tag-suffix", TAG_SUFFIX_RE, "e.g. `-quick`") if "tag-suffix" in m else ""
     cc: dict[str, tuple[str, ...]] = {
@@ -908,7 +1002,20 @@ def _profile(ctx: _Ctx, name: str, node: yaml.Node, platforms: Sequence[Platform
         frame_pointers=_bool(ctx, m["frame-pointers"][1], f"{what} frame-pointers") if "frame-pointers" in m else False,
         cflags_nodist=cc.get("cflags-nodist", ()),
         ldflags_nodist=cc.get("ldflags-nodist", ()),
+        compiler=_compiler(ctx, m["compiler"][1], what) if "compiler" in m else "gcc",
     )
+
+
+def _compiler(ctx: _Ctx, node: yaml.Node, what: str) -> str:
+    raw = _scalar(ctx, node, f"{what} compiler")
+    if not COMPILER_RE.match(raw):
+        raise ctx.fail(
+            node,
+            f"{what} compiler {raw!r} is neither gcc nor clang-N",
+            "write `gcc` (the distro's, the default) or `clang-N` with N the major version of a clang the "
+            "distro packages (Debian's clang-N), e.g. `clang-19` on trixie",
+        )
+    return raw
 
 
 def _check_isa_level(
@@ -1116,6 +1223,8 @@ def _matrix(ctx: _Ctx, root: yaml.Node, d: _Draft) -> Matrix:
         builders=tuple(d.builders),
     )
     _check_releases(ctx, matrix, d.version_nodes, d.variant_nodes)
+    _check_overrides(ctx, matrix, ids, d)
+    _check_compilers(ctx, matrix, d)
     if not ids:
         raise ctx.fail(root, "the matrix expands to no entries", "check `exclude`")
     if matrix.default_entry not in ids:
@@ -1161,6 +1270,51 @@ def _check_releases(
             )
 
 
+def _check_overrides(ctx: _Ctx, matrix: Matrix, ids: Sequence[str], d: _Draft) -> None:
+    """Each `overrides:` glob matches an entry (a typo otherwise changes nothing, silently) that no
+    earlier glob of the profile takes first."""
+    for prof in matrix.profiles:
+        for glob, _ in prof.overrides:
+            if not any(prof.override_for(eid) == glob for eid in ids):
+                matched = [eid for eid in ids if fnmatch.fnmatchcase(eid, glob)]
+                raise ctx.fail(
+                    d.override_nodes[(prof.name, glob)],
+                    f'profile `{prof.name}` overrides "{glob}", which '
+                    + ("matches no entry of the matrix" if not matched else "an earlier glob of it takes first"),
+                    "run `invoke matrix` to list entry ids, and fix or drop the glob"
+                    if not matched
+                    else "order the overrides from the most specific glob to the least",
+                )
+
+
+def _check_compilers(ctx: _Ctx, matrix: Matrix, d: _Draft) -> None:
+    """Refuse a configure flag that an entry's release line lacks or that its profile's compiler
+    cannot build (releases.COMPILER_RULES), naming the flag's line: the profile's, or the variant's."""
+    entries = _entries(matrix.versions, matrix.variants, matrix.distros, matrix.platforms, matrix.exclude)
+    for eid, ver, var, _, _ in entries:
+        for prof in matrix.profiles:
+            eff = prof.for_entry(eid)
+            nodes = d.profile_nodes[(prof.name, prof.override_for(eid) or "")]
+            rule = releases.compiler_refusal(ver.minor_tuple, eff.compiler, (*var.configure, *eff.configure))
+            if rule is None:
+                continue
+            flag_node = _flag_node(nodes, rule.flag)
+            where = f"profile `{prof.name}`" if flag_node else f"variant `{var.name}` (in profile `{prof.name}`)"
+            raise ctx.fail(
+                flag_node or d.variant_nodes[var.name],
+                f"{where} builds {eid} (CPython {ver.version}) with {rule.flag} and {eff.compiler}: "
+                f"{rule.problem} ({rule.source})",
+                rule.fix,
+            )
+
+
+def _flag_node(nodes: dict[str, tuple[yaml.Node, yaml.Node]], flag: str) -> yaml.Node | None:
+    """The item of a profile's `configure:` list that sets ``flag`` (`--flag` or `--flag=…`)."""
+    if "configure" not in nodes or not isinstance(nodes["configure"][1], yaml.SequenceNode):
+        return None
+    return next((n for n in nodes["configure"][1].value if str(n.value).split("=", 1)[0] == flag), None)
+
+
 def spec_json(s: BuildSpec) -> dict[str, Any]:
     """The JSON view of an entry for `invoke matrix --json` (CI fan-out)."""
     return {
@@ -1174,6 +1328,7 @@ def spec_json(s: BuildSpec) -> dict[str, Any]:
         "arch": s.platform.arch,
         "distro": s.distro.name,
         "profile": s.profile.name,
+        "compiler": s.profile.compiler,
         "configure_flags": list(s.configure_flags),
         "llvm": s.llvm,
         "base_image": s.base_image,

@@ -1,9 +1,10 @@
 """What each CPython release line accepts: facts read from its own configure.ac and Tools/jit.
 
-Knows nothing about YAML, Docker or Jinja. The matrix loader asks it two questions: which LLVM a
-release's JIT needs, and whether a variant is a combination the release's configure refuses. A
+Knows nothing about YAML, Docker or Jinja. The matrix loader asks it three questions: which LLVM a
+release's JIT needs, whether a variant is a combination the release's configure refuses, and whether
+a configure flag needs a release line or a compiler the build does not have (COMPILER_RULES). A
 refused combination is an error when the matrix loads (naming the line, the release, CPython's reason
-and the `exclude` glob that fixes it), never a build that fails minutes later.
+and the fix), never a build that fails minutes later.
 
 Every rule names where it comes from, so that it can be checked against a new release's sources:
     tar -xOf Python-X.Y.Z.tar.xz Python-X.Y.Z/configure.ac | grep -n 'AC_MSG_ERROR'
@@ -57,6 +58,78 @@ REFUSALS: tuple[Refusal, ...] = (
         source="configure.ac since 3.13",
     ),
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompilerRule:
+    """A configure flag that only some release lines have and only some compilers can build."""
+
+    flag: str
+    first: tuple[int, int]  # the first release line whose configure knows the flag
+    clang: int  # the oldest clang major that builds it
+    gcc: bool  # whether the distro's gcc builds it
+    what: str  # what the flag builds, for messages
+    needs: str  # why it needs that compiler, quoted from upstream
+    source: str  # where that is written upstream
+
+    def enabled(self, configure: tuple[str, ...]) -> bool:
+        """Whether ``configure`` turns the flag on (`--flag`, `--flag=yes`; not `--flag=no`)."""
+        return any(f == self.flag or f == f"{self.flag}=yes" for f in configure)
+
+
+COMPILER_RULES: tuple[CompilerRule, ...] = (
+    CompilerRule(
+        flag="--with-tail-call-interp",
+        first=(3, 14),
+        clang=19,
+        gcc=False,
+        what="the tail-call interpreter",
+        needs='a compiler with the musttail attribute and the preserve_none calling convention ("This compiler '
+        'does not have support for efficient tail calling.", Python/ceval_macros.h): clang 19 or newer; '
+        "GCC has no preserve_none",
+        source="configure.ac of 3.14 (Check for --with-tail-call-interp) and Doc/using/configure.rst",
+    ),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompilerRefusal:
+    """Why a release line cannot build a configure flag with a compiler, and what fixes it."""
+
+    flag: str
+    problem: str
+    fix: str
+    source: str
+
+
+def compiler_refusal(minor: tuple[int, int], compiler: str, configure: tuple[str, ...]) -> CompilerRefusal | None:
+    """The first COMPILER_RULES flag in ``configure`` that release line ``minor`` lacks, or that
+    ``compiler`` (gcc or clang-N) cannot build."""
+    line = f"{minor[0]}.{minor[1]}"
+    for rule in COMPILER_RULES:
+        if not rule.enabled(configure):
+            continue
+        first = f"{rule.first[0]}.{rule.first[1]}"
+        if minor < rule.first:
+            return CompilerRefusal(
+                flag=rule.flag,
+                problem=f"CPython {line}'s configure has no {rule.flag} ({rule.what} arrived in {first}): "
+                "it stops with 'unrecognized options'",
+                fix=f"give the flag to {first} and later only: set it in an override of the profile, "
+                f'`overrides: {{"{first}-*": {{configure: [..., {rule.flag}]}}}}`',
+                source=rule.source,
+            )
+        major = int(compiler.removeprefix("clang-")) if compiler.startswith("clang-") else None
+        if (major is None and not rule.gcc) or (major is not None and major < rule.clang):
+            return CompilerRefusal(
+                flag=rule.flag,
+                problem=f"{compiler} cannot build {rule.what} ({rule.flag}): it needs {rule.needs}",
+                fix=f"build {line} with `compiler: clang-{rule.clang}` (or a newer clang the distro has) "
+                "where the flag is set",
+                source=rule.source,
+            )
+    return None
+
 
 # The exact LLVM major a release's JIT builds its stencils with (Tools/jit/_llvm.py, _LLVM_VERSION).
 JIT_LLVM: dict[tuple[int, int], int] = {(3, 13): 18, (3, 14): 19, (3, 15): 21}

@@ -25,9 +25,13 @@ CONTEXT_SCRIPTS = ("scripts/build-cpython.sh", "scripts/build-python.sh", "scrip
 
 
 def deps_command(spec: BuildSpec) -> list[str]:
+    """The builder stage's install-build-deps command: the target's -dev packages, the JIT's LLVM,
+    and a clang the profile compiles with (gcc, the default, comes with build-essential anyway)."""
     cmd = ["/usr/local/sbin/cpforge-install-build-deps", spec.platform.arch]
     if spec.variant.jit != "no":
         cmd += ["--jit", str(spec.llvm)]
+    if spec.profile.clang is not None:
+        cmd += ["--compiler", spec.profile.compiler]
     return cmd
 
 

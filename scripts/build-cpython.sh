@@ -10,7 +10,8 @@
 #                                        the mirror: "PACKAGE[:ARCH] URI SHA256" per line (also shipped
 #                                        as /usr/local/share/cpforge/runtime-debs.txt: the runtime stage
 #                                        installs from it)
-#   /artifact/pgo-profile.tar.xz         PGO builds: the .gcda files the build used (see CPFORGE_PGO_PROFILE)
+#   /artifact/pgo-profile.tar.xz         PGO builds: the profile the build used (see CPFORGE_PGO_PROFILE):
+#                                        GCC's .gcda files, or clang's merged code.profclangd
 #
 # Usage: cpforge-build VERSION [CONFIGURE_FLAG ...]
 # Environment: SOURCE_DATE_EPOCH (required); CPFORGE_TARGET_ARCH (Debian architecture to build for;
@@ -19,6 +20,8 @@
 # when that file exists (PGO builds only). CPFORGE_BUILTIN_MODULES: stdlib extension modules (import
 # names, space-separated) to link into libpython, and so into a static interpreter, instead of
 # building them as .so files.
+# The compiler is configure's: gcc, or clang-N when CC=clang-N is among the flags (a profile's
+# `compiler:`; cross builds add --target). A clang build's sysconfig names gcc instead (see below).
 # Runs without cpforge: plain bash, no host access. Arguments arrive through exec form, never a shell.
 set -euo pipefail
 
@@ -37,6 +40,80 @@ target_arch=${CPFORGE_TARGET_ARCH:-$(dpkg --print-architecture)}
 host_triplet=$(dpkg-architecture -a"$target_arch" -qDEB_HOST_MULTIARCH 2>/dev/null)
 
 log() { printf '[cpforge-build %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+
+# A clang-built interpreter's sysconfig names gcc, the system compiler users install (build-essential),
+# not clang-N: extension builds (setuptools, pip, python3-config users) run sysconfig's CC, CXX,
+# LDSHARED, LDCXXSHARED, CPP and AR, which would otherwise name a compiler the image lacks. Only those
+# change: CONFIG_ARGS, PY_CORE_CFLAGS and the *_NODIST flags keep saying how CPython itself was built,
+# and configure puts every clang-only flag (LTO's -flto=thin, PGO's) in the *_NODIST variables that
+# extension builds do not inherit. check_extension_build proves it with gcc.
+EXTENSION_VARS="CC|CXX|LDSHARED|LDCXXSHARED|CPP|AR"
+sysconfig_for_gcc() {
+    local n=${1#clang-} lib
+    lib=$(ls -d "$root"/lib/python"${minor}"* | head -1)     # lib/python3.14, or lib/python3.14t
+    local cc="clang-${n}( --target=[^ '\"]*)?" cxx="clang\+\+-${n}( --target=[^ '\"]*)?"
+    local ar="/usr/lib/llvm-${n}/bin/llvm-ar" f
+    for f in "$lib"/_sysconfigdata_*.py; do     # '    'CC': 'clang-19',' (Lib/sysconfig/__main__.py)
+        [ -e "$f" ] || continue
+        sed -E -i -e "s#^(    '(${EXTENSION_VARS})': ')${cc}([ ']|\$)#\1gcc\4#" \
+                  -e "s#^(    '(${EXTENSION_VARS})': ')${cxx}([ ']|\$)#\1g++\4#" \
+                  -e "s#^(    'AR': ')${ar}'#\1ar'#" "$f"
+    done
+    for f in "$lib"/_sysconfig_vars_*.json; do   # '  "CC": "clang-19",'
+        [ -e "$f" ] || continue
+        sed -E -i -e "s#^(  \"(${EXTENSION_VARS})\": \")${cc}([ \"]|\$)#\1gcc\4#" \
+                  -e "s#^(  \"(${EXTENSION_VARS})\": \")${cxx}([ \"]|\$)#\1g++\4#" \
+                  -e "s#^(  \"AR\": \")${ar}\"#\1ar\"#" "$f"
+    done
+    for f in "$lib"/config-"${minor}"*/Makefile; do   # 'CC=		clang-19'
+        [ -e "$f" ] || continue
+        sed -E -i -e "s#^((${EXTENSION_VARS})=[[:space:]]*)${cc}([[:space:]]|\$)#\1gcc\4#" \
+                  -e "s#^((${EXTENSION_VARS})=[[:space:]]*)${cxx}([[:space:]]|\$)#\1g++\4#" \
+                  -e "s#^(AR=[[:space:]]*)${ar}\$#\1ar#" "$f"
+    done
+    local left
+    left=$(grep -h -E "^    '(${EXTENSION_VARS})': '([^']*/)?(clang|llvm)" "$lib"/_sysconfigdata_*.py || true)
+    if [ -n "$left" ]; then
+        echo "cpforge-build: sysconfig still names clang/LLVM for extension builds: ${left}" >&2
+        exit 1
+    fi
+    log "sysconfig: extension builds use gcc (was ${1}): $(grep -h -E "^    '(CC|LDSHARED|AR)': " "$lib"/_sysconfigdata_*.py | tr -s ' ' | tr '\n' ' ')"
+}
+
+# Builds a C extension with the installed interpreter's sysconfig exactly as setuptools composes the
+# commands (CC CFLAGS CCSHARED -c, then LDSHARED), here in the builder, which has gcc, and imports it.
+check_extension_build() {
+    local tmp=/tmp/cpforge-ext
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    cat > "$tmp/ext.c" <<'C'
+#include <Python.h>
+static PyObject *add(PyObject *self, PyObject *args) {
+    long x, y;
+    if (!PyArg_ParseTuple(args, "ll", &x, &y)) return NULL;
+    return PyLong_FromLong(x + y);
+}
+static PyMethodDef methods[] = {{"add", add, METH_VARARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "cpforge_ext", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_cpforge_ext(void) { return PyModule_Create(&def); }
+C
+    # -I -B: no environment, no site, no .pyc written into the tree being packed.
+    "$root/bin/$exe" -I -B - "$tmp" <<'PY'
+import shlex, subprocess, sys, sysconfig
+tmp = sys.argv[1]
+var = lambda name: shlex.split(sysconfig.get_config_var(name) or "")
+obj, ext = f"{tmp}/ext.o", f"{tmp}/cpforge_ext{sysconfig.get_config_var('EXT_SUFFIX')}"
+include = sysconfig.get_paths()["include"]
+for cmd in ([*var("CC"), *var("CFLAGS"), *var("CCSHARED"), f"-I{include}", "-c", f"{tmp}/ext.c", "-o", obj],
+            [*var("LDSHARED"), obj, "-o", ext]):
+    print("[cpforge-build] +", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+sys.path.insert(0, tmp)
+import cpforge_ext
+assert cpforge_ext.add(40, 2) == 42
+print("[cpforge-build] sysconfig builds and imports a C extension with", var("CC")[0], flush=True)
+PY
+    rm -rf "$tmp"
+}
 
 log "unpacking ${src}"
 rm -rf "$workdir" /artifact
@@ -82,12 +159,33 @@ for flag in "$@"; do
         *) args+=("$flag") ;;
     esac
 done
-pgo=no
-for flag in "${args[@]}"; do [ "$flag" = --enable-optimizations ] && pgo=yes; done
+pgo=no compiler=gcc
+for flag in "${args[@]}"; do
+    case "$flag" in
+        --enable-optimizations) pgo=yes ;;
+        CC=*) compiler=${flag#CC=} ;;
+    esac
+done
+if [ "$compiler" != gcc ]; then
+    if ! [[ "$compiler" =~ ^clang-[0-9]+$ ]]; then
+        echo "cpforge-build: CC=${compiler@Q}: cpforge builds with gcc or clang-N" >&2
+        exit 1
+    fi
+    if [ -n "$build_python" ]; then
+        # clang is a cross compiler already: it needs the target triplet (the sysroot is Debian's multiarch).
+        for i in "${!args[@]}"; do
+            case "${args[$i]}" in CC=clang-*|CXX=clang++-*) args[i]="${args[$i]} --target=${host_triplet}" ;; esac
+        done
+    fi
+    log "compiler: ${compiler} ($("$compiler" --version | head -1))"
+fi
 if [ -n "${CPFORGE_BUILTIN_MODULES:-}" ]; then
     # Setup.local comes first in makesetup's list, and the first rule for a module wins: these take
     # Setup.stdlib's rules (the same sources and MODULE_<NAME>_CFLAGS/LDFLAGS), built *static*.
+    # A module the release always builds in (Setup.bootstrap, or config.c.in's own table: 3.14's
+    # _datetime, _opcode, _contextvars) needs no rule: it is noted and skipped.
     read -r -a builtin_modules <<< "$CPFORGE_BUILTIN_MODULES"
+    always_builtin=()
     {
         echo "# cpforge-build: CPFORGE_BUILTIN_MODULES"
         echo "*static*"
@@ -97,6 +195,11 @@ if [ -n "${CPFORGE_BUILTIN_MODULES:-}" ]; then
                 exit 1
             fi
             rule=$(sed -n "s/^@MODULE_[A-Z0-9_]*_TRUE@\(${mod} .*\)\$/\1/p" Modules/Setup.stdlib.in)
+            if [ -z "$rule" ] && { grep -q -E "^${mod}[[:space:]]" Modules/Setup.bootstrap.in \
+                                   || grep -q -F "{\"${mod}\", PyInit_${mod}}" Modules/config.c.in; }; then
+                always_builtin+=("$mod")
+                continue
+            fi
             if [ -z "$rule" ]; then
                 echo "cpforge-build: Python ${version} has no stdlib extension module ${mod} to build in" >&2
                 exit 1
@@ -105,41 +208,59 @@ if [ -n "${CPFORGE_BUILTIN_MODULES:-}" ]; then
         done
     } > Modules/Setup.local
     log "built-in extension modules: ${builtin_modules[*]}"
+    [ ${#always_builtin[@]} -eq 0 ] || log "(Python ${version} builds ${always_builtin[*]} in anyway)"
 fi
 log "configure ${configure[*]} ${args[*]}"
 ./configure "${configure[@]}" "${args[@]}"
 
 # PGO: the training run's counters depend on timing, so two trainings never give the same
-# binary. A pinned profile (CPFORGE_PGO_PROFILE, the .gcda files of an earlier training) is
-# unpacked at the objects' paths in this same /build tree instead, and make skips straight to the
-# profile-guided rebuild: the build is then reproducible.
+# binary. A pinned profile (CPFORGE_PGO_PROFILE: the .gcda files of an earlier GCC training, or the
+# code.profclangd that clang's llvm-profdata merged from one) is unpacked at its paths in this same
+# /build tree instead, and make skips straight to the profile-guided rebuild: the build is then
+# reproducible. Which of the two a build uses is configure's choice (PGO_PROF_USE_FLAG).
+pgo_kind=gcc
+if grep -q '^PGO_PROF_USE_FLAG=.*code\.profclangd' Makefile; then pgo_kind=clang; fi
 pinned=""
 if [ "$pgo" = yes ] && [ -n "${CPFORGE_PGO_PROFILE:-}" ] && [ -f "$CPFORGE_PGO_PROFILE" ]; then
     pinned=$CPFORGE_PGO_PROFILE
-    if tar -tJf "$pinned" | grep -v -E '^[A-Za-z0-9_][A-Za-z0-9_./+-]*\.gcda$' | grep -q .; then
+    if [ "$pgo_kind" = clang ]; then
+        if [ "$(tar -tJf "$pinned")" != code.profclangd ]; then
+            echo "cpforge-build: ${pinned} is not a clang PGO profile (exactly one file, code.profclangd)" >&2
+            exit 1
+        fi
+        what="code.profclangd, $(tar -xJOf "$pinned" code.profclangd | wc -c) bytes"
+    elif tar -tJf "$pinned" | grep -v -E '^[A-Za-z0-9_][A-Za-z0-9_./+-]*\.gcda$' | grep -q .; then
         echo "cpforge-build: ${pinned} holds files other than relative .gcda paths" >&2
         exit 1
+    else
+        what="$(tar -tJf "$pinned" | wc -l) .gcda files"
     fi
     tar -xJf "$pinned"
     touch profile-run-stamp
     log "PGO: reusing the pinned profile ${pinned##*/} (sha256 $(sha256sum "$pinned" | cut -d' ' -f1)," \
-        "$(tar -tJf "$pinned" | wc -l) .gcda files): no training run"
+        "${what}): no training run"
 fi
 
 log "make -j$(nproc)"
 make -j"$(nproc)"
 if [ "$pgo" = yes ]; then
     # The profile this build used, for `invoke lock` to pin: sorted, epoch-stamped, uid 0, xz -T1.
-    find . -name '*.gcda' -printf '%P\0' | sort -z \
-        | tar --null --no-recursion --mtime="@${SOURCE_DATE_EPOCH}" --owner=0 --group=0 --numeric-owner \
-              --format=gnu -T - -cf - | xz -T1 -6 > /tmp/pgo-profile.tar.xz
+    if [ "$pgo_kind" = clang ]; then
+        [ -s code.profclangd ] || { echo "cpforge-build: the PGO build left no code.profclangd" >&2; exit 1; }
+        printf 'code.profclangd\0'
+    else
+        find . -name '*.gcda' -printf '%P\0' | sort -z
+    fi | tar --null --no-recursion --mtime="@${SOURCE_DATE_EPOCH}" --owner=0 --group=0 --numeric-owner \
+             --format=gnu -T - -cf - | xz -T1 -6 > /tmp/pgo-profile.tar.xz
     count=$(tar -tJf /tmp/pgo-profile.tar.xz | wc -l)
     [ "$count" -gt 0 ] || { echo "cpforge-build: the PGO build left no .gcda files" >&2; exit 1; }
+    what="${count} .gcda files"
+    [ "$pgo_kind" = gcc ] || what="code.profclangd, $(wc -c < code.profclangd) bytes"
     if [ -n "$pinned" ] && ! cmp -s /tmp/pgo-profile.tar.xz "$pinned"; then
-        echo "cpforge-build: the .gcda files changed during a build from a pinned profile" >&2
+        echo "cpforge-build: the PGO profile (${what}) changed during a build from a pinned profile" >&2
         exit 1
     fi
-    log "PGO profile: ${count} .gcda files, sha256 $(sha256sum /tmp/pgo-profile.tar.xz | cut -d' ' -f1)"
+    log "PGO profile: ${what}, sha256 $(sha256sum /tmp/pgo-profile.tar.xz | cut -d' ' -f1)"
 fi
 if [ "$static_interpreter" = yes ] && ! grep -q -- 'enable-static-libpython-for-interpreter' configure; then
     # python links libpython's own objects, as with --disable-shared (Debian's python3.X is built
@@ -180,6 +301,10 @@ mkdir -p "$(dirname "$root")"
 mv /tmp/cpforge-prefix "$root"
 
 exe=$(cd "$root/bin" && ls python"${minor}"* | grep -E "^python${minor}t?$" | head -1)
+if [ "$compiler" != gcc ]; then
+    sysconfig_for_gcc "$compiler"
+    if [ -z "$build_python" ]; then check_extension_build; fi
+fi
 if [ -n "$build_python" ]; then
     # Cross build: pip from CPython's bundled wheel, unpacked into the target's site-packages.
     site=$(ls -d "$root"/lib/python"${minor}"*/site-packages | head -1)

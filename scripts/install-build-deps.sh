@@ -2,10 +2,14 @@
 # Installs what building CPython needs in a cpforge builder stage: natively when this container's
 # architecture is the target's, else a Debian cross toolchain plus the target's -dev packages.
 #
-# Usage: install-build-deps TARGET_ARCH [--jit LLVM_MAJOR]
+# Usage: install-build-deps TARGET_ARCH [--jit LLVM_MAJOR] [--compiler clang-N]
 #        install-build-deps --build-python TARGET_ARCH
 #   TARGET_ARCH     Debian architecture of the interpreter to build (amd64, arm64)
 #   --jit N         also install clang-N and llvm-N (the JIT's stencils) and a host python3
+#   --compiler clang-N
+#                   CPython itself is compiled with clang-N: clang-N, llvm-N (llvm-ar for LTO,
+#                   llvm-profdata for PGO) and libclang-rt-N-dev (PGO's profile runtime), for
+#                   TARGET_ARCH too when cross-compiling. (gcc, the default, needs nothing more.)
 #   --build-python  only what compiling the native build python of a cross build needs (the
 #                   `build-python` stage, see build-python.sh): nothing on a TARGET_ARCH builder
 # Plain bash, no cpforge import; arguments arrive through exec form, never a shell.
@@ -25,12 +29,23 @@ if [ "${1:-}" = "--build-python" ]; then
     exit 0
 fi
 
-target=${1:?usage: install-build-deps TARGET_ARCH [--jit LLVM]}
+usage="usage: install-build-deps TARGET_ARCH [--jit LLVM] [--compiler clang-N]"
+target=${1:?$usage}
 shift
-llvm=""
-if [ "${1:-}" = "--jit" ]; then
-    llvm=${2:?--jit needs an LLVM major version}
-fi
+llvm="" clang=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --jit) llvm=${2:?--jit needs an LLVM major version}; shift 2 ;;
+        --compiler)
+            case "${2:-}" in
+                clang-[0-9]*) clang=${2#clang-} ;;
+                *) echo "install-build-deps: --compiler takes clang-N, not '${2:-}'" >&2; exit 2 ;;
+            esac
+            [[ "$clang" =~ ^[0-9]+$ ]] || { echo "install-build-deps: --compiler takes clang-N, not '$2'" >&2; exit 2; }
+            shift 2 ;;
+        *) echo "install-build-deps: unknown argument '$1' ($usage)" >&2; exit 2 ;;
+    esac
+done
 
 native=$(dpkg --print-architecture)
 libs=(libbz2-dev libffi-dev libgdbm-compat-dev libgdbm-dev liblzma-dev libncurses-dev libreadline-dev
@@ -46,6 +61,10 @@ else
 fi
 if [ -n "$llvm" ]; then
     packages+=("clang-${llvm}" "llvm-${llvm}" python3)
+fi
+if [ -n "$clang" ]; then
+    packages+=("clang-${clang}" "llvm-${clang}" "libclang-rt-${clang}-dev")
+    [ "$target" = "$native" ] || packages+=("libclang-rt-${clang}-dev:${target}")
 fi
 
 # (A cross build's build python, the same release as the target, comes from the `build-python`

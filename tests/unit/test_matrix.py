@@ -161,6 +161,7 @@ def test_the_refusal_is_per_release_and_an_exclude_of_only_some_entries_does_not
     start = only_313.index('  - version: "3.14.')
     only_313 = only_313[:start] + only_313[only_313.index('  - version: "3.13.') :]
     only_313 = only_313.replace("entry: 3.14-default-trixie-amd64", "entry: 3.13-default-trixie-amd64")
+    only_313 = only_313[: only_313.index("    overrides:")] + only_313[only_313.index("\nexclude:") :]
     assert "3.13-freethreaded-jit-trixie-amd64" in {s.id for s in load(only_313).expand()}
     # excluding only the arm64 entries still leaves an amd64 entry 3.14 refuses
     partial = GOOD.replace('"3.14-freethreaded-jit-*"', '"3.14-freethreaded-jit-*-arm64"')
@@ -488,3 +489,148 @@ def test_build_platform_reaches_the_cli_and_the_dockerfile(tmp_path: Path) -> No
     text = render.Renderer(ROOT / "templates").dockerfile(spec)
     assert "ARG BUILDER_ARCH=arm64\n" in text and "on linux/arm64 (cross-compiling for amd64)" in text
     assert "FROM cpforge/debian:trixie-amd64 AS runtime" in text  # the runtime image is the target's
+
+
+# -- a profile's compiler, and overrides per entry glob --------------------------------------
+
+OVERRIDE = GOOD[GOOD.index("    overrides:") : GOOD.index("\nexclude:")]
+
+
+def release_of(text: str = GOOD) -> dict[str, mx.BuildSpec]:
+    return {s.id: s for s in load(text).expand("release")}
+
+
+def test_the_314_release_builds_with_clang_the_tail_call_interpreter_pgo_lto_hardening_and_frame_pointers() -> None:
+    r = release_of()["3.14-default-trixie-amd64"]
+    assert r.profile.name == "release" and r.profile.compiler == "clang-19" and r.profile.clang == 19
+    assert r.profile.overrides == ()  # the effective profile: the override applied, nothing left to apply
+    assert r.configure_flags == (
+        "--enable-optimizations",
+        "--with-lto",
+        "--with-tail-call-interp",
+        "--enable-shared",
+        "--enable-static-libpython-for-interpreter",
+        "CC=clang-19",
+        "CXX=clang++-19",
+        "LLVM_AR=/usr/lib/llvm-19/bin/llvm-ar",  # configure looks on PATH; Debian has them in llvm-19/bin
+        "LLVM_PROFDATA=/usr/lib/llvm-19/bin/llvm-profdata",
+        "CFLAGS_NODIST=-fno-omit-frame-pointer -mno-omit-leaf-frame-pointer -fstack-protector-strong "
+        "-fstack-clash-protection -D_FORTIFY_SOURCE=3",
+        "LDFLAGS_NODIST=-Wl,-z,relro -Wl,-z,now",
+    )
+    # what the override does not give is the profile's own: built-in modules, tag suffix, shared
+    base = load(GOOD).profile("release")
+    assert r.profile.builtin_modules == base.builtin_modules and r.profile.tag_suffix == base.tag_suffix
+    assert r.tags[0] == "cpforge/python:3.14-default-trixie-amd64"
+    assert mx.spec_json(r)["compiler"] == "clang-19"
+
+
+def test_313_keeps_its_gcc_release_profile_and_its_pinned_pgo_profile() -> None:
+    specs = {s.id: s for s in mx.load(ROOT / "matrix.yaml").expand("release")}
+    r313 = specs["3.13-default-trixie-amd64"]
+    assert r313.profile.overrides == ()
+    assert r313.profile.compiler == "gcc" and r313.profile.compiler_flags() == ()
+    assert not any(f.startswith(("CC=", "CXX=", "LLVM_")) or "tail-call" in f for f in r313.configure_flags)
+    # the committed profile is still the one its builds use: its config hash did not change
+    assert r313.pgo_profile == "pgo/3.13-default-trixie-amd64.release.caf1a4aaf62a.tar.xz"
+    assert (ROOT / r313.pgo_profile).exists()
+    # ... and every 3.13 entry, and bullseye's 3.14 (no clang-19 there), builds as the profile says
+    without = {s.id: s for s in mx.loads(GOOD.replace(OVERRIDE, ""), str(ROOT / "matrix.yaml")).expand("release")}
+    for eid, spec in specs.items():
+        if not eid.startswith("3.14-") or "-bullseye-" in eid:
+            assert spec.profile == without[eid].profile and spec.pgo_config == without[eid].pgo_config, eid
+        else:
+            assert spec.profile.compiler == "clang-19", eid
+
+
+def test_the_first_matching_override_wins_and_each_key_replaces_the_profiles_own() -> None:
+    two = OVERRIDE.replace(
+        '      "3.14-*-trixie-*":',
+        '      "3.14-jit-trixie-amd64":\n        frame-pointers: false\n      "3.14-*-trixie-*":',
+    )
+    specs = release_of(GOOD.replace(OVERRIDE, two))
+    jit, default = specs["3.14-jit-trixie-amd64"], specs["3.14-default-trixie-amd64"]
+    assert not jit.profile.frame_pointers and jit.profile.compiler == "gcc"  # only its own override applies
+    assert "--with-tail-call-interp" not in jit.configure_flags
+    assert default.profile.frame_pointers and default.profile.compiler == "clang-19"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem", "fix"),
+    [
+        ("compiler: clang-19 ", "compiler: clang ", "compiler 'clang' is neither gcc nor clang-N", "on trixie"),
+        ("compiler: clang-19 ", "compiler: icc ", "compiler 'icc' is neither gcc nor clang-N", "write `gcc`"),
+        ('"3.14-*-trixie-*":', '"3.14-*-trixy-*":', '"3.14-*-trixy-*", which matches no entry', "invoke matrix"),
+        ('"3.14-*-trixie-*":', '"3.14 trixie":', "entry glob in profile `release` overrides '3.14 trixie'", "quoted"),
+        ("compiler: clang-19 ", "tag-suffix: -x\n        compiler: clang-19 ", "unknown key `tag-suffix`", "allowed"),
+        (
+            "        compiler: clang-19 ",
+            "        static-interpreter: true\n        shared: false\n        compiler: clang-19 ",
+            'profile `release` for "3.14-*-trixie-*" sets static-interpreter without shared',
+            "static-interpreter only applies",
+        ),
+    ],
+)
+def test_a_bad_compiler_or_override_names_its_line_and_the_fix(old: str, new: str, problem: str, fix: str) -> None:
+    bad = GOOD.replace(old, new, 1)
+    assert bad != GOOD
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert problem in str(err.value) and fix in str(err.value).split("fix:", 1)[1]
+    assert err.value.line is not None
+    line = bad.splitlines()[err.value.line - 1]
+    assert new.split("\n")[0].strip()[:8] in line or new.split("\n")[-1].strip()[:8] in line, line
+
+
+def test_an_override_an_earlier_glob_always_takes_first_is_refused() -> None:
+    shadowed = OVERRIDE + '      "3.14-default-trixie-*":\n        compiler: gcc\n'
+    with pytest.raises(MatrixError) as err:
+        load(GOOD.replace(OVERRIDE, shadowed))
+    assert 'overrides "3.14-default-trixie-*", which an earlier glob of it takes first' in str(err.value)
+
+
+def line_after(text: str, needle: str, after: str = "") -> int:
+    """The line number of the first line holding ``needle`` at or after the first ``after``."""
+    start = text.index(after) if after else 0
+    return text[:start].count("\n") + line_of(text[start:], needle)
+
+
+def test_tail_call_before_314_is_refused_at_load_naming_the_line_and_the_fix() -> None:
+    everywhere = GOOD.replace(
+        "    configure: [--enable-optimizations, --with-lto]\n",
+        "    configure: [--enable-optimizations, --with-lto, --with-tail-call-interp]\n    compiler: clang-19\n",
+    )
+    with pytest.raises(MatrixError) as err:
+        load(everywhere)
+    msg = str(err.value)
+    assert "profile `release` builds 3.13-default-trixie-amd64 (CPython 3.13.5) with --with-tail-call-interp" in msg
+    assert "CPython 3.13's configure has no --with-tail-call-interp" in msg and "arrived in 3.14" in msg
+    assert "fix: give the flag to 3.14 and later only: set it in an override of the profile" in msg
+    assert '`overrides: {"3.14-*": {configure: [..., --with-tail-call-interp]}}`' in msg
+    assert err.value.line == line_after(everywhere, "--with-tail-call-interp]")
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang-18"])
+def test_tail_call_with_a_compiler_that_cannot_build_it_is_refused_at_load(compiler: str) -> None:
+    bad = GOOD.replace("compiler: clang-19 ", f"compiler: {compiler} ")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    msg = str(err.value)
+    assert f"builds 3.14-default-trixie-amd64 (CPython 3.14.7) with --with-tail-call-interp and {compiler}" in msg
+    assert f"{compiler} cannot build the tail-call interpreter" in msg and "preserve_none" in msg
+    assert "fix: build 3.14 with `compiler: clang-19`" in msg
+    assert err.value.line == line_after(bad, "--with-tail-call-interp]", after="    overrides:")
+
+
+def test_tail_call_in_a_variant_is_checked_against_each_profiles_compiler() -> None:
+    # the release profile builds 3.14 on trixie with clang-19; quick builds it with gcc: refused there
+    bad = GOOD.replace("  default: {}", "  default: {configure: [--with-tail-call-interp]}")
+    with pytest.raises(MatrixError) as err:
+        load(bad)
+    assert "variant `default` (in profile `quick`) builds 3.14-default-trixie-amd64 (CPython 3.14.7) with " in (
+        str(err.value)
+    )
+    assert "and gcc: gcc cannot build the tail-call interpreter" in str(err.value)
+    assert err.value.line == line_of(bad, "  default: {configure")
+    # "=no" turns it off: nothing to refuse
+    assert load(GOOD.replace("  default: {}", "  default: {configure: [--with-tail-call-interp=no]}"))

@@ -167,3 +167,55 @@ def test_an_alternate_matrix_file_renders_beside_itself_and_never_touches_the_de
     assert api.render_dockerfiles(ctx, check=True) == []
     # and the default matrix still sees no drift and nothing stale
     assert api.render_dockerfiles(api.Context.create(tmp_path / "matrix.yaml", root=tmp_path), check=True) == []
+
+
+def test_the_314_release_dockerfile_installs_clang_and_builds_the_tail_call_interpreter_with_it(
+    specs: list[mx.BuildSpec],
+) -> None:
+    spec = next(s for s in specs if s.key == "3.14-default-trixie-amd64@release")
+    assert render.deps_command(spec) == [
+        "/usr/local/sbin/cpforge-install-build-deps",
+        "amd64",
+        "--compiler",
+        "clang-19",
+    ]
+    text = render.Renderer(ROOT / "templates").dockerfile(spec)
+    assert 'RUN ["/usr/local/sbin/cpforge-install-build-deps", "amd64", "--compiler", "clang-19"]' in text
+    build = next(ln for ln in text.splitlines() if ln.startswith('RUN ["/usr/local/sbin/cpforge-build"'))
+    for arg in (
+        "--enable-optimizations",
+        "--with-lto",
+        "--with-tail-call-interp",
+        "CC=clang-19",
+        "CXX=clang++-19",
+        "LLVM_AR=/usr/lib/llvm-19/bin/llvm-ar",
+        "LLVM_PROFDATA=/usr/lib/llvm-19/bin/llvm-profdata",
+    ):
+        assert f'"{arg}"' in build, arg
+    assert "-fno-omit-frame-pointer" in build and "-D_FORTIFY_SOURCE=3" in build and "-Wl,-z,now" in build
+    assert f"CPFORGE_PGO_PROFILE=/usr/src/{spec.pgo_profile}" in text
+
+
+def test_a_jit_entry_built_with_clang_gets_both_its_llvm_and_the_compiler(specs: list[mx.BuildSpec]) -> None:
+    spec = next(s for s in specs if s.key == "3.14-jit-trixie-amd64@release")
+    assert render.deps_command(spec)[2:] == ["--jit", "19", "--compiler", "clang-19"]
+    quick = next(s for s in specs if s.key == "3.14-jit-trixie-amd64@quick")
+    assert render.deps_command(quick)[2:] == ["--jit", "19"]  # gcc: nothing more to install
+
+
+def test_the_override_changes_no_other_entrys_dockerfile(specs: list[mx.BuildSpec]) -> None:
+    """3.13's release profile (and bullseye's 3.14, which has no clang-19) render exactly as without
+    the 3.14 override, byte for byte: their committed Dockerfiles and pinned PGO profiles stay valid."""
+    text = (ROOT / "matrix.yaml").read_text()
+    override = text[text.index("    overrides:") : text.index("\nexclude:")]
+    without = mx.loads(text.replace(override, ""), str(ROOT / "matrix.yaml")).expand_all()
+    renderer = render.Renderer(ROOT / "templates")
+    before = {s.key: renderer.dockerfile(s) for s in without}
+    after = {s.key: renderer.dockerfile(s) for s in specs}
+    changed = sorted(k for k in after if after[k] != before[k])
+    assert changed == sorted(
+        f"3.14-{v}-trixie-{a}@release" for v in ("default", "freethreaded", "jit") for a in ("amd64", "arm64")
+    )
+    assert after["3.13-default-trixie-amd64@release"] == (
+        ROOT / "dockerfiles/3.13-default-trixie-amd64/Dockerfile.release"
+    ).read_text()
