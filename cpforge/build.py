@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 from . import base as base_images
 from . import diagnose, render, smoke
 from .builders import Fleet, Holders, Worker, ensure_bases
-from .engine import Engine, EngineAPI, context_tar
+from .engine import STEP_LAYER, Engine, EngineAPI, context_tar
 from .errors import CpforgeError, Interrupted, RenderError
 from .lock import Lock, package_drift, packages_in, pinned_pgo_profile
 from .matrix import BuildSpec, Distro, Platform
@@ -309,10 +309,10 @@ class Builder:
             context,
             target="artifact",
             cache_from=self._cache_from(spec, prereqs, place),
-            on_line=self._watch(spec, "artifact"),
+            on_line=self._watch(spec, "artifact", res),
             **common,
         )
-        res.artifact_image_id = image
+        res.artifact_image_id, res.partial_image_id = image, None
         res.durations["artifact"] = time.monotonic() - t - res.durations.get("build_python", 0.0)
         return image
 
@@ -336,7 +336,10 @@ class Builder:
             return [spec.distro.base_image(self._builder_platform(spec, place)), *prereqs]
 
         def chains(rs: Sequence[EntryResult]) -> list[str]:
-            return [i for r in rs for i in (r.artifact_image_id, r.image_id, r.build_python_image_id) if i]
+            def layers(r: EntryResult) -> tuple[str | None, ...]:
+                return (r.artifact_image_id, r.image_id, r.build_python_image_id, r.partial_image_id)
+
+            return [i for r in rs for i in layers(r) if i]
 
         with self._report_lock:
             # The report as it is now, and each attempted entry as it was before this run: an attempt
@@ -464,12 +467,15 @@ class Builder:
             "builder",
         ) + package_drift(entry.get("runtime_packages", {}), packages_in(eng, image, spec.platform.name), "runtime")
 
-    def _watch(self, spec: BuildSpec, stage: str) -> Callable[[str], None]:
-        """Progress from build output: Dockerfile steps and the build script's own phase lines."""
+    def _watch(self, spec: BuildSpec, stage: str, res: EntryResult | None = None) -> Callable[[str], None]:
+        """Progress from build output: Dockerfile steps and the build script's own phase lines. With
+        ``res``, the last layer a step committed is noted, for a rerun of a stopped build to go on from."""
 
         def on_line(line: str) -> None:
             if line.startswith("Step ") or line.startswith("[cpforge-build"):
                 self.progress.step(spec.key, f"{stage}: {line.strip()[:110]}")
+            elif res is not None and (layer := STEP_LAYER.match(line)):
+                res.partial_image_id = layer.group(1)
 
         return on_line
 

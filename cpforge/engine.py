@@ -73,6 +73,10 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 )
 # `docker info`'s Architecture (uname -m of the engine's host) → the platform's architecture.
 ARCH_OF_MACHINE = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+# The legacy builder's lines about a step's container, and the layer a finished step committed.
+RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
+REMOVING = re.compile(r"Removing intermediate container ([0-9a-f]{12,64})")
+STEP_LAYER = re.compile(r"^\s*---> ([0-9a-f]{12,64})\s*$")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -211,6 +215,7 @@ class Engine:
         self._active_lock = threading.Lock()
         self._streams: set[Any] = set()  # urllib3 responses of builds under way
         self._containers: set[str] = set()  # containers started by run() and not yet removed
+        self._build_containers: set[str] = set()  # a build step's container ("Running in …") under way
 
     # ---------------------------------------------------------------- cancellation
 
@@ -223,6 +228,7 @@ class Engine:
         self._cancelled.set()
         with self._active_lock:
             streams, containers = list(self._streams), list(self._containers)
+            steps = list(self._build_containers)
         for raw in streams:
             sock = getattr(getattr(raw, "connection", None), "sock", None)
             if sock is not None:
@@ -235,6 +241,24 @@ class Engine:
                 self.api.kill(cid)
             except (docker.errors.APIError, requests.exceptions.RequestException):
                 pass
+        for cid in steps:
+            self._remove_step_container(cid)
+
+    def _remove_step_container(self, cid: str, patience: float = 20.0) -> None:
+        """Remove a cancelled build step's container and wait until it is gone. The daemon removes it
+        too, in its own time, after the build's connection closed: without the wait, cpforge could exit
+        while it is still there."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.api.remove_container(cid, force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                if time.monotonic() > deadline:  # e.g. 409, its removal already in progress
+                    return
+            time.sleep(0.5)
 
     def _check_cancelled(self, what: str) -> None:
         if self._cancelled.is_set():
@@ -438,6 +462,14 @@ class Engine:
             raise BuildError(f"the engine reported image {image_id} but it does not exist")
         return full
 
+    def _track_step_containers(self, text: str) -> None:
+        """Note the containers the legacy builder runs steps in, for cancel() to remove."""
+        started, removed = RUNNING_IN.findall(text), REMOVING.findall(text)
+        if started or removed:
+            with self._active_lock:
+                self._build_containers.update(started)
+                self._build_containers.difference_update(removed)
+
     def _read_build(self, response: requests.Response, log: IO[str], on_line: Callable[[str], None] | None) -> str:
         """Consume a build's JSON stream into ``log``; the image id, or BuildError with the last lines."""
         image_id: str | None = None
@@ -452,6 +484,7 @@ class Engine:
                     raise _interrupted("the build was interrupted")
                 raise BuildError(f"docker build failed: {msg}\n--- last lines ---\n{''.join(last[-15:])}")
             text = chunk.get("stream") or chunk.get("status") or ""
+            self._track_step_containers(text)
             if text:
                 # Each Dockerfile step is stamped with the time since the build began: the log shows where
                 # the time went.

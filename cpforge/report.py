@@ -36,6 +36,9 @@ class EntryResult:
     image_id: str | None = None
     artifact_image_id: str | None = None
     build_python_image_id: str | None = None  # a cross build's build-python stage (shared per release)
+    # The last layer an artifact build that did not finish (interrupted, failed) committed: a rerun's
+    # cache goes on from it instead of starting that chain again. None once the stage is built.
+    partial_image_id: str | None = None
     # The platform the artifact (builder) image was built for, e.g. linux/arm64 for a `--native`
     # arm64 build: what a container created from it must ask for. "" in reports from before it was
     # recorded (see `builder_platform`).

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -63,6 +62,9 @@ def candidates(mirror: str, source: Source) -> list[str]:
     return [str(d / source.filename), str(d / debian_name)]
 
 
+SOURCE_MODE = 0o644
+
+
 class Sources:
     """Fetches and verifies source tarballs into ``cache_dir``."""
 
@@ -80,6 +82,7 @@ class Sources:
         if path.exists():
             got = sha256_file(path)
             if got == source.sha256:
+                path.chmod(SOURCE_MODE)  # a copy fetched by an older cpforge may be 0600
                 return Fetched(source, path, "cache")
             self.log(f"! {path}: sha256 {got} does not match the matrix ({source.sha256}); discarding it")
             path.unlink()
@@ -129,7 +132,10 @@ class Sources:
             got = h.hexdigest()
             if got != source.sha256:
                 return f"sha256 mismatch: got {got}, expected {source.sha256} (refused)"
-            shutil.move(str(tmp), dest)
+            # World-readable, as the build context cpforge sends has it: a plain `docker build` of a
+            # committed Dockerfile from the repository then hits the layers cpforge's build left.
+            tmp.chmod(SOURCE_MODE)
+            os.replace(tmp, dest)
             return None
         finally:
             tmp.unlink(missing_ok=True)

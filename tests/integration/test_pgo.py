@@ -137,6 +137,9 @@ def test_lock_pins_the_profile_and_a_clean_rebuild_reuses_it_bit_for_bit(
     assert res.error is None, res.error
     assert res.artifact_same, res.differences
     assert res.layers_same, res.differences
+    assert res.reproducible
+    # the tagged image was not touched by the rebuild
+    assert trained.tags and engine.image_id(trained.tags[0]) == trained.image_id
 
 
 def test_locked_refuses_a_changed_pgo_profile(pgo_ctx: api.Context, engine: Engine, pinned: Path) -> None:

@@ -173,8 +173,11 @@ def test_a_failed_build_names_the_configure_error_in_report_and_summary(
     """A real build that configure refuses (an option 3.14.7 does not know): the progress line and the
     report give configure's own line, not only docker's "returned a non-zero code"."""
     bad = "  default: {configure: [--with-cpforge-no-such-option]}"
-    ctx = repo_copy(tmp_path_factory.mktemp("badflag"), matrix_text(**{"  default: {}": bad}))
+    # its own repository: built_314's image of this entry keeps the default tags
+    own = {"  default: {}": bad, "repository: cpforge-test/python": "repository: cpforge-test/badflag"}
+    ctx = repo_copy(tmp_path_factory.mktemp("badflag"), matrix_text(**own))
     specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
+    assert specs[0].tags and all(t.startswith("cpforge-test/badflag:") for t in specs[0].tags)
     lines = io.StringIO()
     with Progress(total=1, heartbeat=0, stream=lines) as progress:
         (res,) = api.build(ctx, engine, specs, BuildOptions(), progress)

@@ -240,7 +240,7 @@ def test_push_that_keeps_failing_writes_no_index_and_a_rerun_completes(
     specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
     with CuttingProxy(registry, cut_after=1 << 20, cuts=None) as proxy:
         target = f"{proxy.address}/broken"
-        with pytest.raises(EngineError, match=r"push of .*broken/python:3\.13\.5-default-trixie-amd64-quick failed"):
+        with pytest.raises(EngineError, match=r"push of .*broken/python:3\.14\.7-default-trixie-amd64-quick failed"):
             # one attempt of ours (the daemon itself retries each layer 5 times)
             publish(engine, Report.load(ctx.report_path), specs, target, out=workdir / "pub-b", push_attempts=1)
         assert proxy.cut >= 1

@@ -129,6 +129,10 @@ class FakeEngine:
             self.max_running = max(self.max_running, self.running)
         try:
             log.write(f"Step 1/2 : building {entry}\n")
+            if target == "artifact" and kw.get("on_line"):  # the builder stage's layer, as the engine says it
+                layer = hashlib.sha256(f"{entry}:builder".encode()).hexdigest()[:12]
+                self.images.add(layer)
+                kw["on_line"](f" ---> {layer}")
             if target == "artifact" and entry in self.die_on:
                 self.kill()
             if target == "artifact" and entry in self.block:

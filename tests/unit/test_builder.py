@@ -167,3 +167,41 @@ def test_cache_sources_are_the_recorded_chains_so_a_stray_chain_cannot_displace_
     fresh = builder(tmp_path / "fresh", engine, fresh=True)
     assert fresh._cache_from(spec, ["sha256:prereq"], fresh.place(spec)) == [spec.base_image, "sha256:prereq"]
     assert builder(tmp_path / "nc", engine, nocache=True)._cache_from(spec, [], b.place(spec)) is None
+
+
+def test_a_rerun_of_a_failed_build_goes_on_from_the_last_layer_it_committed(tmp_path: Path) -> None:
+    """A build stopped in its compile step (failed, or interrupted) recorded no artifact image; the
+    layers its finished steps committed are named first, so the rerun does not start the chain again
+    (the legacy builder would otherwise follow only the other entries' chains)."""
+    spec, other = AMD64[0], AMD64[1]
+    engine = FakeEngine({s.id: s for s in AMD64}, fail={spec.id})
+    b = builder(tmp_path, engine)
+    b.run([other, spec])
+    failed = b.report.entries[spec.key]
+    assert failed.status == "error" and failed.artifact_image_id is None
+    assert failed.partial_image_id is not None and engine.image_id(failed.partial_image_id)
+    assert (b._cache_from(spec, [], b.place(spec)) or [])[0] == failed.partial_image_id
+    passed = b.report.entries[other.key]
+    assert passed.partial_image_id is None  # a built stage needs no partial chain
+
+
+def test_cancel_removes_the_container_of_the_step_a_build_is_in() -> None:
+    """The legacy builder's "Running in" names the container of a step under way; once its build is
+    cancelled, cpforge removes it itself (and waits for it), so nothing is left running after exit 130."""
+    from cpforge.engine import Engine
+
+    class Api:
+        def __init__(self) -> None:
+            self.removed: list[str] = []
+
+        def remove_container(self, cid: str, force: bool) -> None:
+            assert force
+            self.removed.append(cid)
+
+    api = Api()
+    engine = Engine(api, "fake://engine")  # type: ignore[arg-type]
+    engine._track_step_containers("Step 8/9 : COPY a b\n ---> Running in abcdefabcdef\n")
+    engine._track_step_containers("Removing intermediate container abcdefabcdef\n ---> 0123456789ab\n")
+    engine._track_step_containers('Step 9/9 : RUN ["/usr/local/sbin/cpforge-build"]\n ---> Running in 0123abcd0123\n')
+    engine.cancel()
+    assert api.removed == ["0123abcd0123"]

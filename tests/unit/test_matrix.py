@@ -52,7 +52,7 @@ def test_flags_derive_from_typed_variant_fields() -> None:
     assert ft_jit.configure_flags == ("--disable-gil", "--enable-experimental-jit=yes", *release)
     assert by_id["3.13-default-trixie-amd64"].configure_flags == release
     assert by_id["3.13-default-trixie-amd64"].profile.shared
-    assert {s.id: s for s in m.expand("quick")}["3.13-default-trixie-amd64"].configure_flags == ()
+    assert {s.id: s for s in m.expand("quick")}["3.13-default-trixie-amd64"].configure_flags == ("OPT=-DNDEBUG -O0",)
     assert ft_jit.llvm == 18 and by_id["3.14-jit-trixie-amd64"].llvm == 19
     assert ft_jit.source.filename == "Python-3.13.5.tar.xz"
     assert ft_jit.base_image == "cpforge/debian:trixie-amd64"
@@ -634,3 +634,18 @@ def test_tail_call_in_a_variant_is_checked_against_each_profiles_compiler() -> N
     assert err.value.line == line_of(bad, "  default: {configure")
     # "=no" turns it off: nothing to refuse
     assert load(GOOD.replace("  default: {}", "  default: {configure: [--with-tail-call-interp=no]}"))
+
+
+def test_optimize_false_compiles_at_o0_and_refuses_pgo_or_lto() -> None:
+    m = load(GOOD)
+    quick = {s.id: s for s in m.expand("quick")}["3.14-default-trixie-amd64"]
+    release = {s.id: s for s in m.expand("release")}["3.14-default-trixie-amd64"]
+    assert not quick.profile.optimize and "OPT=-DNDEBUG -O0" in quick.configure_flags
+    assert release.profile.optimize and not any(f.startswith("OPT=") for f in release.configure_flags)
+    anchor = "    optimize: false"
+    bad = GOOD.replace(anchor, anchor + "\n    configure: [--with-lto]", 1)
+    with pytest.raises(MatrixError, match="optimize: false with --enable-optimizations or --with-lto") as err:
+        load(bad)
+    assert err.value.line == next(i for i, ln in enumerate(bad.splitlines(), 1) if "optimize: false" in ln)
+    with pytest.raises(MatrixError, match="optimize"):
+        load(GOOD.replace(anchor, "    optimize: sometimes", 1))

@@ -54,6 +54,19 @@ def test_local_directory_mirror_with_debian_name(tmp_path: Path) -> None:
     assert again.origin == "cache"
 
 
+def test_a_verified_tarball_is_world_readable_as_the_build_context_has_it(tmp_path: Path) -> None:
+    """The legacy builder's COPY cache key includes the file mode: a 0600 tarball in sources/ would make
+    a plain `docker build` of a committed Dockerfile miss the layers cpforge's own build left (0644)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "Python-3.13.5.tar.xz").write_bytes(PAYLOAD)
+    got = Sources(tmp_path / "cache", [str(mirror)], log=lambda s: None).ensure(SRC)
+    assert got.path.stat().st_mode & 0o777 == 0o644
+    got.path.chmod(0o600)  # fetched by an older cpforge
+    again = Sources(tmp_path / "cache", [], log=lambda s: None).ensure(SRC)
+    assert again.origin == "cache" and again.path.stat().st_mode & 0o777 == 0o644
+
+
 def test_tampered_tarball_is_refused_and_never_cached(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()
