@@ -1,6 +1,4 @@
-"""Pinned inputs (matrix.lock, --locked), and the layer cache a no-cache rebuild leaves behind.
-(`verify --rebuild` itself runs once, in test_pgo.py: a clean rebuild of a PGO build from its pinned
-profile, the harder case of bit-for-bit.)"""
+"""Pinned inputs (matrix.lock, --locked) and bit-for-bit rebuilds (verify --rebuild)."""
 
 from __future__ import annotations
 
@@ -19,6 +17,7 @@ from cpforge.lock import Lock, LockError
 from cpforge.progress import Progress
 from cpforge.render import CONTEXT_SCRIPTS
 from cpforge.report import EntryResult
+from cpforge.verify import verify
 
 from .conftest import ROOT
 
@@ -102,6 +101,18 @@ def test_locked_refuses_a_changed_package_version_via_cli(tmp_path: Path, ctx: a
     assert proc.returncode == 10, proc.stdout + proc.stderr
     assert "libssl3t64:amd64=0.0.1-cpforge-test" in proc.stderr
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_314: dict[str, EntryResult]) -> None:
+    specs = api.plan(ctx, filters=[ENTRY], profile="quick")
+    with Progress(total=1, heartbeat=60) as progress:
+        (res,) = verify(ctx, engine, specs, progress)
+    assert res.error is None
+    assert res.artifact_same, res.differences
+    assert res.layers_same, res.differences
+    assert res.reproducible
+    # the tagged image was not touched by the rebuild
+    assert engine.image_id(built_314["default"].tags[0]) == built_314["default"].image_id
 
 
 def test_a_competing_no_cache_chain_does_not_make_the_next_build_recompile(
