@@ -488,7 +488,8 @@ def test(c: InvokeContext, unit: bool = False, k: str = "") -> None:
     if k:
         args += ["-k", k]
     with c.cd(str(ROOT)):
-        c.run(" ".join([sys.executable, "-m", "pytest", "-ra", *map(shlex.quote, args)]), pty=False)
+        # the slowest tests are listed last: where a run's time went
+        c.run(" ".join([sys.executable, "-m", "pytest", "-ra", "--durations=15", *map(shlex.quote, args)]), pty=False)
 
 
 @task
