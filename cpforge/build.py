@@ -131,15 +131,7 @@ def git_revision(root: Path) -> str:
 
 def blank_result(spec: BuildSpec, ws: Workspace) -> EntryResult:
     """A report line for ``spec`` before anything is known about its build."""
-    return EntryResult(
-        key=spec.key,
-        id=spec.id,
-        profile=spec.profile.name,
-        version=spec.version,
-        variant=spec.variant.name,
-        platform=spec.platform.name,
-        log=str(ws.log_path(spec)),
-    )
+    return EntryResult.of(spec, log=str(ws.log_path(spec)))
 
 
 class Builder:

@@ -20,6 +20,7 @@ from .fsutil import atomic_write_text, exclusive_lock
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .matrix import BuildSpec
 
 SCHEMA = 1
 
@@ -63,6 +64,19 @@ class EntryResult:
     # Earlier attempts of the run that recorded this entry, each on an engine that was lost during it:
     # {"engine", "status", "problem", "seconds", "log"}. The entry itself is the last attempt.
     attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, spec: BuildSpec, **fields: Any) -> EntryResult:
+        """The report line of ``spec``: its identity from the spec, the rest from ``fields``."""
+        return cls(
+            key=spec.key,
+            id=spec.id,
+            profile=spec.profile.name,
+            version=spec.version,
+            variant=spec.variant.name,
+            platform=spec.platform.name,
+            **fields,
+        )
 
     @property
     def passed(self) -> bool:

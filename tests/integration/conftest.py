@@ -112,7 +112,15 @@ def interrupted_build(ctx: api.Context, engine: Engine, test_matrix: Path) -> In
     cmd = [sys.executable, "-m", "invoke", "build", "--filter", spec.id, "--profile", "quick"]
     cmd += ["--matrix-file", str(test_matrix), "--out", str(ctx.ws.out)]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        # SIGINT as a terminal gives it: a harness started in the background (`cmd &`, nohup) ignores
+        # SIGINT, and an ignored signal stays ignored in its children
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 1800
     while not _make_started(log) and proc.poll() is None and time.monotonic() < deadline:

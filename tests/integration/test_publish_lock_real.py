@@ -76,20 +76,14 @@ def manifest(registry: str, repo: str, ref: str) -> tuple[int, dict[str, object]
 
 
 def passed(spec: mx.BuildSpec, image: str, tags: list[str], artifact: str | None = None) -> EntryResult:
-    res = EntryResult(
-        key=spec.key,
-        id=spec.id,
-        profile=spec.profile.name,
-        version=spec.version,
-        variant=spec.variant.name,
-        platform=spec.platform.name,
+    return EntryResult.of(
+        spec,
         status="passed",
         image_id=image,
         artifact_image_id=artifact,
         tags=tags,
+        builder_platform=spec.platform.name,
     )
-    res.builder_platform = spec.platform.name  # type: ignore[attr-defined]  # report.py's new field
-    return res
 
 
 def test_publish_pushes_only_what_is_still_the_verified_image(

@@ -219,13 +219,8 @@ def report_with(engine: Engine, tmp: Path, specs: list[mx.BuildSpec], builder_pl
     for spec in specs:
         art = fake_cpython(engine, tmp, spec)
         rep.update(
-            EntryResult(
-                key=spec.key,
-                id=spec.id,
-                profile=spec.profile.name,
-                version=spec.version,
-                variant=spec.variant.name,
-                platform=spec.platform.name,
+            EntryResult.of(
+                spec,
                 status="passed",
                 artifact_image_id=image,
                 builder_platform=builder_platform,

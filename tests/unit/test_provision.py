@@ -127,13 +127,8 @@ def make_artifact(tmp: Path, spec: BuildSpec) -> Path:
 
 
 def passed(spec: BuildSpec, art: Path, builder_platform: str = "") -> EntryResult:
-    return EntryResult(
-        key=spec.key,
-        id=spec.id,
-        profile=spec.profile.name,
-        version=spec.version,
-        variant=spec.variant.name,
-        platform=spec.platform.name,
+    return EntryResult.of(
+        spec,
         status="passed",
         artifact_image_id="sha256:builder",
         builder_platform=builder_platform,

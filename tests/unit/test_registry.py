@@ -228,17 +228,7 @@ class FakeEngine:
 
 
 def passed_entry(spec: mx.BuildSpec, image: str) -> EntryResult:
-    return EntryResult(
-        key=spec.key,
-        id=spec.id,
-        profile=spec.profile.name,
-        version=spec.version,
-        variant=spec.variant.name,
-        platform=spec.platform.name,
-        status="passed",
-        image_id=image,
-        tags=[f"cpforge/python:{spec.id}-quick"],
-    )
+    return EntryResult.of(spec, status="passed", image_id=image, tags=[f"cpforge/python:{spec.id}-quick"])
 
 
 SPEC = SPECS["3.14-default-trixie-amd64@quick"]
