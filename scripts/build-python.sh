@@ -37,7 +37,9 @@ cd "$work/Python-${version}"
 # build unpacks pip's wheel with it). No optimisation, no ensurepip, no test modules.
 ./configure --prefix="$prefix" --with-ensurepip=no --disable-test-modules >/dev/null
 make -j"$(nproc)" >/dev/null
-make install >/dev/null
+# Not the whole stdlib byte-compiled three times over: a cross build imports a small part of it, whose
+# .pyc it writes on first use.
+make install COMPILEALL_OPTS="-j0 -r 0" >/dev/null
 cd /
 rm -rf "$work" "$prefix/lib/python${minor}"*/test "$prefix/lib/libpython${minor}"*.a
 "$prefix/bin/python${minor}" -c 'import sys, zlib; print("build python", sys.version.split()[0], "with zlib", zlib.ZLIB_VERSION)'

@@ -151,10 +151,10 @@ def interrupted_build(ctx: api.Context, engine: Engine, test_matrix: Path) -> In
     )
 
 
-def build(ctx: api.Context, engine: Engine, filters: list[str]) -> list[EntryResult]:
+def build(ctx: api.Context, engine: Engine, filters: list[str], jobs: int = 1) -> list[EntryResult]:
     specs = api.plan(ctx, filters=filters, profile="quick")
     with Progress(total=len(specs), heartbeat=60) as progress:
-        return api.build(ctx, engine, specs, BuildOptions(jobs=1, keep_going=True), progress)
+        return api.build(ctx, engine, specs, BuildOptions(jobs=jobs, keep_going=True), progress)
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +162,8 @@ def built_314(ctx: api.Context, engine: Engine, interrupted_build: object) -> It
     """CPython 3.14 for linux/amd64 on trixie, quick profile: default, freethreaded and jit, built,
     smoke-tested and tagged. (After `interrupted_build` stopped the jit entry's first build mid-make:
     this build of it continues from the layer cache.)"""
-    results = build(ctx, engine, [AMD64_314])
+    # two at a time: one's configure, install and smoke test (one core) overlap the other's make
+    results = build(ctx, engine, [AMD64_314], jobs=2)
     assert len(results) == 3
     yield {r.variant: r for r in results}
 
