@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -309,39 +309,42 @@ class Builder:
         return image
 
     def _cache_from(self, spec: BuildSpec, prereqs: list[str], place: Placement) -> list[str] | None:
-        """The images whose layers may serve as cache, in the order the engine tries them; None: any
-        local layer.
+        """The images whose layers may serve as cache; None: any local layer.
 
-        Engine 20.10's legacy builder takes the newest matching layer as the cache parent, so a chain
-        left by a no-cache or fresh build (verify, bench) would send later builds down a path that
-        lacks their next step, and they would recompile. Naming the chains of the builds this report
-        records (and the prerequisites) keeps them on those. The order matters: when the newest local
-        layer is on no named chain, the builder walks the named images in order and, from the first
-        whose history matches, takes the rest of the stage from that image only. So the entry's own
-        last build comes first (then the prerequisites, then the other entries'): a sibling's chain
-        that shares the builder steps would otherwise be followed up to the compile step, which it
-        lacks. A fresh build names only its prerequisites and its builder's base: every step of the
-        entry itself is rebuilt. Only images the entry's engine has count (each engine has its own)."""
+        The legacy builder first takes the newest local layer that matches a step, if it lies on any
+        named chain; else it walks the named images and follows the first whose history matches,
+        making fresh copies of its layers. Two chains for the same steps (two entries that built a
+        shared builder stage at the same time, a `--fresh` build, verify, bench) have different
+        histories, so following a sibling's chain up to the compile step leads to a parent the
+        entry's own compile layer does not have, and it recompiles. So an entry whose own last build
+        (or the layers a stopped build committed) is on the engine names that chain only, with its
+        prerequisites: a no-change rebuild then reuses every layer, whatever else the engine holds.
+        An entry never built there names the other entries' chains, to share their builder stage. A
+        fresh build names only its prerequisites and its builder's base. Only images the entry's
+        engine has count (each engine has its own)."""
         if self.options.nocache:
             return None
         if self.options.fresh:
             return [spec.distro.base_image(self._builder_platform(spec, place)), *prereqs]
 
-        def chains(rs: Sequence[EntryResult]) -> list[str]:
+        def chains(rs: Iterable[EntryResult | None]) -> list[str]:
             def layers(r: EntryResult) -> tuple[str | None, ...]:
                 return (r.artifact_image_id, r.image_id, r.build_python_image_id, r.partial_image_id)
 
-            return [i for r in rs for i in layers(r) if i]
+            return list(dict.fromkeys(i for r in rs if r is not None for i in layers(r) if i))
+
+        def on_engine(ids: list[str]) -> list[str]:
+            return [i for i in ids if place.engine.image_id(i) is not None]
 
         with self._report_lock:
-            # The report as it is now, and each attempted entry as it was before this run: an attempt
-            # that failed (say, on an engine that was lost) must not hide the chain its retry reuses.
-            own = [r for r in (self._before.get(spec.key), self.report.entries.get(spec.key)) if r is not None]
-            entries = [*self.report.entries.values(), *(r for r in self._before.values() if r is not None)]
-        others = sorted(set(chains(entries)) - set(chains(own)))
-        ordered = list(dict.fromkeys([*chains(own), *prereqs, *others]))
-        known = [i for i in ordered if i in prereqs or place.engine.image_id(i) is not None]
-        return known if set(known) - set(prereqs) else None
+            # the report as it is now, and each attempted entry as it was before this run: an attempt
+            # that failed (say, on an engine that was lost) must not hide the chain its retry reuses
+            own = on_engine(chains([self._before.get(spec.key), self.report.entries.get(spec.key)]))
+            entries = [*self.report.entries.values(), *self._before.values()]
+        if own:
+            return list(dict.fromkeys([*own, *prereqs]))
+        others = on_engine(sorted(set(chains(entries)) - set(prereqs)))
+        return [*prereqs, *others] if others else None
 
     def _take_artifact(
         self, spec: BuildSpec, res: EntryResult, artifact_image: str, previous: EntryResult | None, eng: EngineAPI

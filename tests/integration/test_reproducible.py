@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from cpforge.engine import Engine, context_tar
 from cpforge.lock import Lock, LockError
 from cpforge.progress import Progress
 from cpforge.render import CONTEXT_SCRIPTS
-from cpforge.report import EntryResult
+from cpforge.report import EntryResult, Report
 from cpforge.verify import verify
 
 from .conftest import ROOT
@@ -115,25 +116,37 @@ def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_3
     assert engine.image_id(built_314["default"].tags[0]) == built_314["default"].image_id
 
 
-def test_a_competing_no_cache_chain_does_not_make_the_next_build_recompile(
+def test_a_siblings_newer_chain_for_the_shared_builder_stage_does_not_make_a_rebuild_recompile(
     ctx: api.Context, engine: Engine, built_314: dict[str, EntryResult], workdir: Path
 ) -> None:
-    """Engine 20.10's legacy builder takes the newest matching layer as the cache parent. A no-cache
-    build of the jit entry's builder stage (what verify and bench leave behind) makes a newer chain for
-    the same steps; a no-change build of the entry must still follow its own recorded chain."""
-    (spec,) = api.plan(ctx, filters=["3.14-jit-trixie-amd64"], profile="quick")
-    files = {"Dockerfile": ctx.renderer.dockerfile(spec).encode()}
+    """The legacy builder takes the newest layer matching a step if it lies on any chain the build
+    names. Two chains for the same builder steps arise when two entries build that stage at once
+    (`--jobs 2`), or from a fresh build, verify or bench. Here: a no-cache build of the default
+    entry's builder stage, recorded as what a stopped build of its freethreaded sibling committed.
+    A no-change build of the default entry must still reuse its own layers: CI once recompiled it
+    after following the sibling's newer builder stage to a parent its compile layer lacks."""
+    (spec,) = api.plan(ctx, filters=[ENTRY], profile="quick")
+    (sibling,) = api.plan(ctx, filters=["3.14-freethreaded-trixie-amd64"], profile="quick")
+    files: dict[str, bytes | Path] = {"Dockerfile": ctx.renderer.dockerfile(spec).encode()}
     files.update({rel: ROOT / rel for rel in CONTEXT_SCRIPTS})
     files[f"sources/{spec.source.filename}"] = ROOT / "sources" / spec.source.filename
     with (workdir / "competing-chain.log").open("w") as log:
         competing = engine.build(context_tar(files), target="builder", nocache=True, log=log)
+    report = Report.load(ctx.report_path)
+    recorded = report.entries[sibling.key]
+    report.update(replace(recorded, partial_image_id=competing))
+    report.save()
     try:
         with Progress(total=1, heartbeat=0) as progress:
             (again,) = api.build(ctx, engine, [spec], BuildOptions(), progress)
         assert again.passed and again.reused, again.problems
-        assert again.artifact_image_id == built_314["jit"].artifact_image_id
+        assert again.artifact_image_id == built_314["default"].artifact_image_id
+        assert again.image_id == built_314["default"].image_id
         text = Path(again.log or "").read_text()
         step = text.index('RUN ["/usr/local/sbin/cpforge-build", "3.14.7"')
         assert text[step:].splitlines()[1].strip() == "---> Using cache"  # not a recompile
     finally:
+        report = Report.load(ctx.report_path)
+        report.update(recorded)
+        report.save()
         engine.remove_image(competing)

@@ -145,25 +145,30 @@ def test_fresh_builds_reuse_only_the_build_python_stage(tmp_path: Path) -> None:
     assert "build_python" in res.durations
 
 
-def test_cache_sources_are_the_recorded_chains_so_a_stray_chain_cannot_displace_them(tmp_path: Path) -> None:
-    spec = AMD64[0]
+def test_cache_sources_are_the_entrys_own_chain_once_it_has_one(tmp_path: Path) -> None:
+    spec, other, never_built = AMD64[0], AMD64[1], AMD64[2]
     engine = FakeEngine({s.id: s for s in AMD64})
     b = builder(tmp_path, engine)
     assert b._cache_from(spec, [], b.place(spec)) is None  # nothing recorded yet: any local layer
-    b.run(AMD64[:2])
-    recorded = {i for r in b.report.entries.values() for i in (r.artifact_image_id, r.image_id) if i}
-    assert set(b._cache_from(spec, [], b.place(spec)) or []) == recorded
-    with_prereq = b._cache_from(spec, ["sha256:prereq"], b.place(spec)) or []
-    assert set(with_prereq) == recorded | {"sha256:prereq"}
-    # the entry's own last build first, then the prerequisites, then the other entries' chains: the
-    # legacy builder follows the first named image whose history matches (a sibling lacks the compile step)
-    own = b.report.entries[spec.key]
-    assert with_prereq[:3] == [own.artifact_image_id, own.image_id, "sha256:prereq"]
-    other = AMD64[1]
-    assert (b._cache_from(other, [], b.place(other)) or [])[:2] == [
-        b.report.entries[other.key].artifact_image_id,
-        b.report.entries[other.key].image_id,
+    b.run([spec, other])
+    own, sibling = b.report.entries[spec.key], b.report.entries[other.key]
+    # an entry built before names its own chain only: a sibling's chain for the same builder steps
+    # (built at the same time, or fresh) would be followed up to the compile step and then recompile
+    assert b._cache_from(spec, [], b.place(spec)) == [own.artifact_image_id, own.image_id]
+    assert b._cache_from(spec, ["sha256:prereq"], b.place(spec)) == [
+        own.artifact_image_id,
+        own.image_id,
+        "sha256:prereq",
     ]
+    assert b._cache_from(other, [], b.place(other)) == [sibling.artifact_image_id, sibling.image_id]
+    # an entry never built names the prerequisites, then the chains the others recorded (their builder stage)
+    recorded = {i for r in (own, sibling) for i in (r.artifact_image_id, r.image_id) if i}
+    first = b._cache_from(never_built, ["sha256:prereq"], b.place(never_built)) or []
+    assert first[0] == "sha256:prereq" and set(first[1:]) == recorded
+    # only what the entry's engine holds counts: with its own chain gone, it is a first build again
+    engine.images.discard(own.artifact_image_id or "")
+    engine.images.discard(own.image_id or "")
+    assert set(b._cache_from(spec, [], b.place(spec)) or []) == {sibling.artifact_image_id, sibling.image_id}
     fresh = builder(tmp_path / "fresh", engine, fresh=True)
     assert fresh._cache_from(spec, ["sha256:prereq"], fresh.place(spec)) == [spec.base_image, "sha256:prereq"]
     assert builder(tmp_path / "nc", engine, nocache=True)._cache_from(spec, [], b.place(spec)) is None
