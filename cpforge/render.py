@@ -5,6 +5,7 @@ Knows nothing about Docker: it turns BuildSpecs into text.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Sequence
@@ -54,17 +55,24 @@ def labels(spec: BuildSpec) -> list[tuple[str, str]]:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _environment(template_dir: str) -> jinja2.Environment:
+    """One environment per template directory: it compiles each template once, and recompiles it
+    when the file changes (the loader checks its mtime on every use)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
+    )
+
+
 @dataclass(frozen=True)
 class Renderer:
     template_dir: Path
 
     def _env(self) -> jinja2.Environment:
-        return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(self.template_dir)),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,  # noqa: S701 - Dockerfiles, not HTML
-        )
+        return _environment(str(self.template_dir))
 
     def _context(self, spec: BuildSpec) -> dict[str, object]:
         return {
