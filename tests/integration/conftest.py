@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,6 +96,23 @@ class Interruption:
     build_containers: list[str]  # containers still running the entry's build afterwards
 
 
+def start_invoke(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`invoke ARGS` from the repository root in a process group of its own, so that a test can send
+    it SIGINT as a terminal's Ctrl-C does; stdout and stderr on one pipe. SIGINT is reset to default
+    in it: a harness started in the background (`cmd &`, nohup) ignores SIGINT, and an ignored signal
+    stays ignored in its children, which would then go on building."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def _make_started(log: Path) -> bool:
     return log.exists() and "] make -j" in log.read_text(errors="replace")
 
@@ -109,19 +127,8 @@ def interrupted_build(ctx: api.Context, engine: Engine, test_matrix: Path) -> In
         engine.remove_image(tag)
     log = ctx.ws.log_path(spec)
     log.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "invoke", "build", "--filter", spec.id, "--profile", "quick"]
-    cmd += ["--matrix-file", str(test_matrix), "--out", str(ctx.ws.out)]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        # SIGINT as a terminal gives it: a harness started in the background (`cmd &`, nohup) ignores
-        # SIGINT, and an ignored signal stays ignored in its children
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    args = ["build", "--filter", spec.id, "--profile", "quick", "--matrix-file", str(test_matrix)]
+    proc = start_invoke([*args, "--out", str(ctx.ws.out)])
     deadline = time.monotonic() + 1800
     while not _make_started(log) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(2)
@@ -135,7 +142,7 @@ def interrupted_build(ctx: api.Context, engine: Engine, test_matrix: Path) -> In
         output, _ = proc.communicate()
     exited = time.monotonic() - sent
     entries = json.loads(ctx.report_path.read_text())["entries"] if ctx.report_path.exists() else []
-    entry = next((e for e in entries if e["key"] == spec.key), {})
+    entry: dict[str, Any] = next((e for e in entries if e["key"] == spec.key), {})
     containers = [
         c["Id"]
         for c in engine.api.containers(all=True)

@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from cpforge.engine import Engine
 from cpforge.errors import EngineError
 from cpforge.report import EntryResult
 
-from .conftest import AMD64_314, ROOT
+from .conftest import AMD64_314, start_invoke
 from .fleet_engines import SecondDockerd, Sshd
 
 pytestmark = pytest.mark.integration
@@ -45,19 +44,7 @@ class Watched:
     """A cpforge command in its own process group, its output collected line by line."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        cmd = [sys.executable, "-m", "invoke", *args]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            # Ctrl-C reaches it as a terminal's would, even when this run inherited SIGINT ignored (a
-            # background job of a non-interactive shell): an ignored SIGINT would leave the build running.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+        self.proc = start_invoke(args, env)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
