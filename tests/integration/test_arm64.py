@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tarfile
 from pathlib import Path
 
@@ -33,11 +34,21 @@ def test_arm64_entry_passes_the_same_smoke_test(
 
 def test_the_build_python_is_the_release_built_once_in_its_own_stage(built_arm64: dict[str, EntryResult]) -> None:
     """The cross build ran with a native 3.14.7 from the build-python stage (not Debian's 3.13, and not
-    compiled inside the entry's artifact stage)."""
-    log = Path(built_arm64[ENTRY].log or "").read_text()
-    assert "with build python /opt/cpforge-build-python/bin/python3.14" in log
+    compiled inside the entry's artifact stage). Read from the artifact's own sysconfig, so it holds
+    whether the compile ran in this session or its layer came from the cache."""
+    res = built_arm64[ENTRY]
+    log = Path(res.log or "").read_text()
     stage = log[log.index("AS build-python") : log.index("AS builder")]
     assert 'cpforge-build-python", "3.14.7", "arm64"]' in stage
+    with tarfile.open(Path(res.artifact["path"])) as tar:
+        name = next(n for n in tar.getnames() if re.fullmatch(r"usr/local/lib/python3\.14t/_sysconfigdata_.*\.py", n))
+        member = tar.extractfile(name)
+        assert member is not None
+        sysconfigdata = member.read().decode()
+    config_args = re.search(r"'CONFIG_ARGS': (.*),\n", sysconfigdata)
+    assert config_args is not None
+    assert "--with-build-python=/opt/cpforge-build-python/bin/python3.14" in config_args[1]
+    assert "--host=aarch64-linux-gnu" in config_args[1]
 
 
 def test_arm64_image_metadata_and_binary(engine: Engine, built_arm64: dict[str, EntryResult]) -> None:
