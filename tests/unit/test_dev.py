@@ -110,12 +110,12 @@ def host(tmp_path: Path) -> Host:
     return Host(tmp_path)
 
 
-def test_a_prepared_machine_is_quiet_and_fast(host: Host) -> None:
+def test_a_prepared_machine_is_quiet_and_does_nothing(host: Host) -> None:
     host.prepared()
-    t0 = time.monotonic()
     proc = host.run("--for", "test")
-    assert time.monotonic() - t0 < 1.0
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    # no package manager call and no engine start: a prepared machine costs nothing (not timed)
+    assert not (host.state / "apt.log").exists() and not (host.state / "dockerd-args").exists()
     proc = host.run("--for", "test", "--check")
     assert proc.returncode == 0 and "this machine has everything ./dev test needs" in proc.stdout
     assert not (host.state / "apt.log").exists()
