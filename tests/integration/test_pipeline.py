@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -142,8 +143,11 @@ def test_smoke_task_reruns_on_built_images(ctx: api.Context, engine: Engine, bui
     assert res.facts["gil_enabled"] is False
 
 
-def test_failed_smoke_is_never_tagged(workdir: Path, engine: Engine, built_314: dict[str, EntryResult]) -> None:
-    # Same build (layer cache), but the matrix now requires a module this image does not ship.
+def test_failed_smoke_is_never_tagged(
+    ctx: api.Context, workdir: Path, engine: Engine, built_314: dict[str, EntryResult]
+) -> None:
+    # The same build (its report's chains, so every layer comes from the cache: the same image), but
+    # the matrix now requires a module this image does not ship.
     path = workdir / "strict.yaml"
     path.write_text(
         matrix_text(
@@ -153,17 +157,20 @@ def test_failed_smoke_is_never_tagged(workdir: Path, engine: Engine, built_314: 
             }
         )
     )
-    ctx = api.Context.create(path, root=ROOT, out=workdir / "strict-out")
-    api.render_dockerfiles(ctx)  # strict.yaml's own dockerfiles-strict/
-    specs = api.plan(ctx, filters=["3.14-default-trixie-amd64"], profile="quick")
+    strict = api.Context.create(path, root=ROOT, out=workdir / "strict-out")
+    strict.ws.out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ctx.report_path, strict.report_path)
+    api.render_dockerfiles(strict)  # strict.yaml's own dockerfiles-strict/
+    specs = api.plan(strict, filters=["3.14-default-trixie-amd64"], profile="quick")
     with Progress(total=1, heartbeat=0) as progress:
-        (res,) = api.build(ctx, engine, specs, BuildOptions(), progress)
+        (res,) = api.build(strict, engine, specs, BuildOptions(), progress)
     assert res.status == "failed"
     assert any("_tkinter" in p for p in res.problems)
     assert res.reason.startswith("stdlib extension modules import") and "_tkinter" in res.reason
     assert res.tags == [] and res.image_id is None
     assert all(engine.image_id(t) is None for t in specs[0].tags)
-    # the passing image of the same content keeps its own tags
+    # the passing image of the same content (the same image) keeps its own tags
+    assert res.artifact_image_id == built_314["default"].artifact_image_id
     assert engine.image_id(built_314["default"].tags[0]) == built_314["default"].image_id
 
 
