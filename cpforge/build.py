@@ -300,6 +300,7 @@ class Builder:
         image = eng.build(
             context,
             target="artifact",
+            labels=render.artifact_labels(spec),
             cache_from=self._cache_from(spec, prereqs, place),
             on_line=self._watch(spec, "artifact", res),
             **common,
@@ -319,6 +320,8 @@ class Builder:
         entry's own compile layer does not have, and it recompiles. So an entry whose own last build
         (or the layers a stopped build committed) is on the engine names that chain only, with its
         prerequisites: a no-change rebuild then reuses every layer, whatever else the engine holds.
+        When this workspace's report does not know the entry (a fresh clone, another workspace), its
+        last chains are found on the engine: the newest image with its artifact labels, and its tag.
         An entry never built there names the other entries' chains, to share their builder stage. A
         fresh build names only its prerequisites and its builder's base. Only images the entry's
         engine has count (each engine has its own)."""
@@ -341,10 +344,20 @@ class Builder:
             # that failed (say, on an engine that was lost) must not hide the chain its retry reuses
             own = on_engine(chains([self._before.get(spec.key), self.report.entries.get(spec.key)]))
             entries = [*self.report.entries.values(), *self._before.values()]
+        own = own or self._last_chains_on_engine(spec, place.engine)
         if own:
             return list(dict.fromkeys([*own, *prereqs]))
         others = on_engine(sorted(set(chains(entries)) - set(prereqs)))
         return [*prereqs, *others] if others else None
+
+    @staticmethod
+    def _last_chains_on_engine(spec: BuildSpec, eng: EngineAPI) -> list[str]:
+        """The entry's newest artifact stage image and its tagged image; nothing without the former
+        (a tag alone names no builder chain, and would keep the others' from being named)."""
+        artifact = eng.newest_labelled(render.artifact_labels(spec))
+        if artifact is None:
+            return []
+        return list(dict.fromkeys(i for i in [artifact, *(eng.image_id(t) for t in spec.tags[:1])] if i))
 
     def _take_artifact(
         self, spec: BuildSpec, res: EntryResult, artifact_image: str, previous: EntryResult | None, eng: EngineAPI

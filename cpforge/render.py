@@ -55,6 +55,12 @@ def labels(spec: BuildSpec) -> list[tuple[str, str]]:
     )
 
 
+def artifact_labels(spec: BuildSpec) -> dict[str, str]:
+    """The labels of an entry's `artifact` stage image: they find its last build on an engine when no
+    report knows it (a fresh clone, another workspace). Nothing that changes from run to run."""
+    return {"io.cpforge.entry": spec.id, "io.cpforge.profile": spec.profile.name, "io.cpforge.stage": "artifact"}
+
+
 @functools.lru_cache(maxsize=8)
 def _environment(template_dir: str) -> jinja2.Environment:
     """One environment per template directory: it compiles each template once, and recompiles it

@@ -121,13 +121,14 @@ def _make_started(log: Path) -> bool:
 def interrupted_build(ctx: api.Context, engine: Engine, test_matrix: Path) -> Interruption:
     """`invoke build` of the 3.14 jit entry, sent SIGINT (to its process group, as a terminal's Ctrl-C
     is) once its build is in `make`. Records what happened; tests/integration/test_interrupt.py
-    judges it, and `built_314` then builds the entry again from the layer cache."""
+    judges it, and `built_314` then builds the entry again from the layer cache. `--no-cache`: a warm
+    engine holds the entry's chain from an earlier run, which would leave no `make` to interrupt."""
     (spec,) = api.plan(ctx, filters=[INTERRUPTED_ENTRY], profile="quick")
     for tag in spec.tags:
         engine.remove_image(tag)
     log = ctx.ws.log_path(spec)
     log.unlink(missing_ok=True)
-    args = ["build", "--filter", spec.id, "--profile", "quick", "--matrix-file", str(test_matrix)]
+    args = ["build", "--filter", spec.id, "--profile", "quick", "--no-cache", "--matrix-file", str(test_matrix)]
     proc = start_invoke([*args, "--out", str(ctx.ws.out)])
     deadline = time.monotonic() + 1800
     while not _make_started(log) and proc.poll() is None and time.monotonic() < deadline:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,37 +117,73 @@ def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_3
     assert engine.image_id(built_314["default"].tags[0]) == built_314["default"].image_id
 
 
-def test_a_siblings_newer_chain_for_the_shared_builder_stage_does_not_make_a_rebuild_recompile(
-    ctx: api.Context, engine: Engine, built_314: dict[str, EntryResult], workdir: Path
-) -> None:
-    """The legacy builder takes the newest layer matching a step if it lies on any chain the build
-    names. Two chains for the same builder steps arise when two entries build that stage at once
-    (`--jobs 2`), or from a fresh build, verify or bench. Here: a no-cache build of the default
-    entry's builder stage, recorded as what a stopped build of its freethreaded sibling committed.
-    A no-change build of the default entry must still reuse its own layers: CI once recompiled it
-    after following the sibling's newer builder stage to a parent its compile layer lacks."""
+@pytest.fixture
+def competing_chain(ctx: api.Context, engine: Engine, workdir: Path) -> Iterator[str]:
+    """A no-cache build of the default entry's builder stage: a second chain for the same builder
+    steps, newer than the entry's own. Such chains arise when two entries build that stage at once
+    (`--jobs 2`), or from a fresh build, verify or bench."""
     (spec,) = api.plan(ctx, filters=[ENTRY], profile="quick")
-    (sibling,) = api.plan(ctx, filters=["3.14-freethreaded-trixie-amd64"], profile="quick")
     files: dict[str, bytes | Path] = {"Dockerfile": ctx.renderer.dockerfile(spec).encode()}
     files.update({rel: ROOT / rel for rel in CONTEXT_SCRIPTS})
     files[f"sources/{spec.source.filename}"] = ROOT / "sources" / spec.source.filename
     with (workdir / "competing-chain.log").open("w") as log:
         competing = engine.build(context_tar(files), target="builder", nocache=True, log=log)
+    yield competing
+    engine.remove_image(competing)
+
+
+def _rebuild_reuses_the_compile_layer(
+    ctx: api.Context, engine: Engine, built: EntryResult, sibling_partial: str
+) -> EntryResult:
+    """Build the default entry in ``ctx`` with the sibling recorded there as a stopped build that
+    committed ``sibling_partial``: it must come wholly from the cache, its compile step included."""
+    (sibling,) = api.plan(ctx, filters=["3.14-freethreaded-trixie-amd64"], profile="quick")
+    (spec,) = api.plan(ctx, filters=[ENTRY], profile="quick")
     report = Report.load(ctx.report_path)
-    recorded = report.entries[sibling.key]
-    report.update(replace(recorded, partial_image_id=competing))
+    recorded = report.entries.get(sibling.key) or EntryResult(
+        key=sibling.key,
+        id=sibling.id,
+        profile="quick",
+        version=sibling.version,
+        variant=sibling.variant.name,
+        platform=sibling.platform.name,
+    )
+    report.update(replace(recorded, partial_image_id=sibling_partial))
     report.save()
     try:
         with Progress(total=1, heartbeat=0) as progress:
             (again,) = api.build(ctx, engine, [spec], BuildOptions(), progress)
-        assert again.passed and again.reused, again.problems
-        assert again.artifact_image_id == built_314["default"].artifact_image_id
-        assert again.image_id == built_314["default"].image_id
-        text = Path(again.log or "").read_text()
-        step = text.index('RUN ["/usr/local/sbin/cpforge-build", "3.14.7"')
-        assert text[step:].splitlines()[1].strip() == "---> Using cache"  # not a recompile
     finally:
         report = Report.load(ctx.report_path)
         report.update(recorded)
         report.save()
-        engine.remove_image(competing)
+    assert again.passed, again.problems
+    assert again.artifact_image_id == built.artifact_image_id
+    assert again.image_id == built.image_id
+    text = Path(again.log or "").read_text()
+    step = text.index('RUN ["/usr/local/sbin/cpforge-build", "3.14.7"')
+    assert text[step:].splitlines()[1].strip() == "---> Using cache"  # not a recompile
+    return again
+
+
+def test_a_siblings_newer_chain_for_the_shared_builder_stage_does_not_make_a_rebuild_recompile(
+    ctx: api.Context, engine: Engine, built_314: dict[str, EntryResult], competing_chain: str
+) -> None:
+    """The legacy builder takes the newest layer matching a step if it lies on any chain the build
+    names. With the competing chain recorded as what a stopped build of the freethreaded sibling
+    committed, a no-change build of the default entry must still reuse its own layers: CI once
+    recompiled it after following the sibling's newer builder stage to a parent its compile layer
+    lacks."""
+    again = _rebuild_reuses_the_compile_layer(ctx, engine, built_314["default"], competing_chain)
+    assert again.reused  # the same image: its earlier smoke verdict stands
+
+
+def test_a_fresh_workspace_finds_the_entrys_own_chain_on_the_engine(
+    engine: Engine, built_314: dict[str, EntryResult], competing_chain: str, test_matrix: Path, tmp_path: Path
+) -> None:
+    """A fresh clone (or another workspace) on a warm engine has no report naming the entry's chain:
+    cpforge finds it by the artifact stage's labels and the entry's tag. Before, such a build named
+    only the chains its own report recorded (here the sibling's), and CI, whose workspace is new each
+    run, recompiled entries its engine had already built."""
+    elsewhere = api.Context.create(test_matrix, root=ROOT, out=tmp_path / "out")
+    _rebuild_reuses_the_compile_layer(elsewhere, engine, built_314["default"], competing_chain)

@@ -48,6 +48,7 @@ class FakeEngine:
         self.tags.update({s.builder_image: "sha256:base" for s in specs.values()})
         self.images: set[str] = set(self.tags.values())
         self.calls: list[tuple[str, str]] = []
+        self.labelled: list[tuple[str, dict[str, str]]] = []  # (image, the build's labels), oldest first
         self.running = 0
         self.max_running = 0
         self._lock = threading.Lock()
@@ -100,6 +101,11 @@ class FakeEngine:
 
     def image_labels(self, ref: str) -> dict[str, str]:
         return {}
+
+    def newest_labelled(self, labels: dict[str, str]) -> str | None:
+        self._check_alive("images")
+        found = [i for i, lab in self.labelled if i in self.images and labels.items() <= lab.items()]
+        return found[-1] if found else None
 
     def tag(self, image: str, ref: str) -> None:
         self.calls.append(("tag", ref))
@@ -154,6 +160,8 @@ class FakeEngine:
                 self.running -= 1
         iid = "sha256:" + hashlib.sha256(f"{entry}:{target}".encode()).hexdigest()
         self.images.add(iid)
+        if kw.get("labels"):
+            self.labelled.append((iid, dict(kw["labels"])))
         return iid
 
     def copy_out(self, image: str, path: str, dest: Path, platform: str | None = None) -> Path:

@@ -165,9 +165,17 @@ def test_cache_sources_are_the_entrys_own_chain_once_it_has_one(tmp_path: Path) 
     recorded = {i for r in (own, sibling) for i in (r.artifact_image_id, r.image_id) if i}
     first = b._cache_from(never_built, ["sha256:prereq"], b.place(never_built)) or []
     assert first[0] == "sha256:prereq" and set(first[1:]) == recorded
-    # only what the entry's engine holds counts: with its own chain gone, it is a first build again
+    # another workspace on the same engine (a fresh clone): no report, but the engine still has the
+    # entry's newest artifact stage image (by its labels) and its tagged image
+    elsewhere = builder(tmp_path / "elsewhere", engine)
+    assert elsewhere._cache_from(spec, [], elsewhere.place(spec)) == [own.artifact_image_id, own.image_id]
+    assert elsewhere._cache_from(never_built, [], elsewhere.place(never_built)) is None
+    # a tag alone (an image from before artifact stages were labelled) names no builder chain
     engine.images.discard(own.artifact_image_id or "")
-    engine.images.discard(own.image_id or "")
+    assert elsewhere._cache_from(spec, [], elsewhere.place(spec)) is None
+    # only what the entry's engine holds counts: with its own chain gone, it is a first build again
+    for ref in (own.image_id or "", *spec.tags):
+        engine.remove_image(ref)
     assert set(b._cache_from(spec, [], b.place(spec)) or []) == {sibling.artifact_image_id, sibling.image_id}
     fresh = builder(tmp_path / "fresh", engine, fresh=True)
     assert fresh._cache_from(spec, ["sha256:prereq"], fresh.place(spec)) == [spec.base_image, "sha256:prereq"]
