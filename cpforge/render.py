@@ -58,7 +58,8 @@ def labels(spec: BuildSpec) -> list[tuple[str, str]]:
 def artifact_labels(spec: BuildSpec) -> dict[str, str]:
     """The labels of an entry's `artifact` stage image: they find its last build on an engine when no
     report knows it (a fresh clone, another workspace). Nothing that changes from run to run."""
-    return {"io.cpforge.entry": spec.id, "io.cpforge.profile": spec.profile.name, "io.cpforge.stage": "artifact"}
+    kept = ("io.cpforge.entry", "io.cpforge.profile")  # the runtime image's labels that name the entry
+    return {**{k: v for k, v in labels(spec) if k in kept}, "io.cpforge.stage": "artifact"}
 
 
 @functools.lru_cache(maxsize=8)
