@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .engine import EngineAPI, context_tar
-from .errors import BaseImageError
+from .errors import BaseImageError, Interrupted
 from .matrix import Distro, Platform
 
 # Debian's -slim images drop these too.
@@ -89,7 +90,10 @@ def ensure(
     workdir: Path,
     log: Callable[[str], None] = print,
     force_bootstrap: bool = False,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> BaseResult:
+    """Make ``distro``'s base for ``plat`` exist on ``engine``. A bootstrap under way ends (Interrupted,
+    nothing tagged, its temporary rootfs removed) when ``stopped()`` or the engine's run is cancelled."""
     ref = distro.base_image(plat)
     start = time.monotonic()
     existing = engine.image_id(ref)
@@ -107,11 +111,18 @@ def ensure(
             engine.tag(pulled, ref)
             return BaseResult(ref, pulled, "pulled", time.monotonic() - start)
         log(f"  {distro.pull} cannot be pulled; bootstrapping {distro.suite} from {distro.mirror}")
-    image_id = bootstrap(engine, distro, plat, workdir, log)
+    image_id = bootstrap(engine, distro, plat, workdir, log, stopped)
     return BaseResult(ref, image_id, "bootstrapped", time.monotonic() - start)
 
 
-def bootstrap(engine: EngineAPI, distro: Distro, plat: Platform, workdir: Path, log: Callable[[str], None]) -> str:
+def bootstrap(
+    engine: EngineAPI,
+    distro: Distro,
+    plat: Platform,
+    workdir: Path,
+    log: Callable[[str], None],
+    stopped: Callable[[], bool] = lambda: False,
+) -> str:
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise BaseImageError(
@@ -138,11 +149,13 @@ def bootstrap(engine: EngineAPI, distro: Distro, plat: Platform, workdir: Path, 
         log(f"… {ref}: mmdebstrap {distro.suite} {plat.arch} (log: {logfile})")
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(BASE_EPOCH)}
         with logfile.open("w") as lf:
-            proc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, check=False)
-        if proc.returncode != 0:
+            returncode = _run_stoppable(cmd, lf, env, lambda: stopped() or engine.cancelled)
+        if returncode is None:
+            raise Interrupted(f"the bootstrap of {ref} was stopped", hint="rerun the same command")
+        if returncode != 0:
             tail = "".join(logfile.read_text(errors="replace").splitlines(keepends=True)[-10:])
             raise BaseImageError(
-                f"mmdebstrap failed for {distro.suite}/{plat.arch} (exit {proc.returncode}):\n{tail}",
+                f"mmdebstrap failed for {distro.suite}/{plat.arch} (exit {returncode}):\n{tail}",
                 hint=f"check that {distro.mirror} is reachable; full log: {logfile}",
             )
         dockerfile = b'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n'
@@ -160,3 +173,19 @@ def bootstrap(engine: EngineAPI, distro: Distro, plat: Platform, workdir: Path, 
                 },
             )
     return image_id
+
+
+def _run_stoppable(cmd: list[str], out: IO[str], env: dict[str, str], stopped: Callable[[], bool]) -> int | None:
+    """Run ``cmd`` to its end (its exit status), or until ``stopped()``: then it is terminated (None)."""
+    with subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env) as proc:
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if stopped():
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=60)  # mmdebstrap unmounts and removes its own temp dir
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                    return None

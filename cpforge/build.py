@@ -3,7 +3,9 @@
 Order of work for a plan (every check that can refuse happens before anything is built):
   1. the committed Dockerfiles of the selected entries match the templates (else: `invoke render`);
   2. every source tarball is present and matches its sha256;
-  3. every base image exists (pulled or bootstrapped);
+  3. every base image a build starts FROM exists (pulled or bootstrapped); a cross entry's target
+     base (minutes of dpkg under QEMU) is made in the background meanwhile, and its runtime stage
+     waits for it;
   4. per entry, possibly in parallel (--jobs):
      a. build the Dockerfile's `artifact` stage (log streamed to build/logs/<entry>.log),
      b. copy /artifact/cpython.tar out of it (the artifact everything else derives from),
@@ -26,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import base as base_images
 from . import diagnose, render, smoke
-from .builders import Fleet, Holders, Worker, ensure_bases
+from .builders import Fleet, Holders, LateBases, Worker, ensure_bases
 from .engine import STEP_LAYER, Engine, EngineAPI, context_tar
 from .errors import CpforgeError, Interrupted, RenderError
 from .lock import Lock, package_drift, packages_in, pinned_pgo_profile
@@ -159,6 +161,7 @@ class Builder:
         self._report_lock = threading.Lock()
         # Each entry's report line from before this run's first attempt at it: what a retry compares with.
         self._before: dict[str, EntryResult | None] = {}
+        self._late_bases: LateBases | None = None  # bases `run` makes while the builds compile
 
     @property
     def engine(self) -> EngineAPI:
@@ -169,8 +172,9 @@ class Builder:
 
     # ------------------------------------------------------------------ preflight
 
-    def preflight(self, specs: Sequence[BuildSpec]) -> None:
-        """Everything that can refuse the plan, before any image is built."""
+    def preflight(self, specs: Sequence[BuildSpec], late_bases: LateBases | None = None) -> None:
+        """Everything that can refuse the plan, before any image is built. With ``late_bases``, the
+        bases only runtime stages use are left to it (made while the builds compile), not made here."""
         drift = render.check(self.ws.dockerfiles_base, self.renderer, specs)
         drift = [d for d in drift if d in {s.dockerfile for s in specs}]
         if drift:
@@ -180,13 +184,19 @@ class Builder:
             )
         self.sources.ensure_all([s.source for s in specs])
         needs: dict[Worker, set[tuple[Distro, Platform]]] = {}
+        late: dict[Worker, set[tuple[Distro, Platform]]] = {}
         for w in self.fleet.live():
             mine = [s for s in specs if w.serves(s.platform.name)]
             if not self.fleet.several or w.url.startswith("unix://"):  # a local engine: QEMU is this host's
                 for plat in sorted({s.platform for s in mine}, key=lambda p: p.name):
                     base_images.check_emulation(plat)  # smoke tests of foreign platforms run under QEMU
-            needs[w] = {(s.distro, p) for s in mine for p in (s.platform, self._builder_platform(s, self.place(s, w)))}
+            needs[w] = {(s.distro, self._builder_platform(s, self.place(s, w))) for s in mine}
+            late[w] = {(s.distro, s.platform) for s in mine} - needs[w]
+            if late_bases is None:
+                needs[w] |= late.pop(w)
         ensure_bases(self.fleet, needs, self.ws.out / "base", self.progress.say)
+        if late_bases is not None:
+            late_bases.start(self.fleet, late, self.ws.out / "base", self.progress.say)
 
     # ------------------------------------------------------------------ plan
 
@@ -197,13 +207,18 @@ class Builder:
         from .scheduler import Scheduler
 
         buildable = [s for s in specs if self.fleet.serving(s.platform.name)]  # the rest: no engine left
-        if buildable:
-            self.preflight(buildable)
-        scheduler = Scheduler(self)
+        self._late_bases = LateBases()
         try:
-            return scheduler.run(specs)
+            if buildable:
+                self.preflight(buildable, self._late_bases)
+            scheduler = Scheduler(self)
+            try:
+                return scheduler.run(specs)
+            finally:
+                self.last_schedule = scheduler.stats
         finally:
-            self.last_schedule = scheduler.stats
+            self._late_bases.close()
+            self._late_bases = None
 
     def place(self, spec: BuildSpec, worker: Worker | None = None, **kw: Any) -> Placement:
         """``spec`` on ``worker`` (default: the first live engine that builds its platform)."""
@@ -240,6 +255,7 @@ class Builder:
             with logpath.open("w", encoding="utf-8") as log:
                 artifact_image = self._artifact_stage(spec, res, log, place)
                 tarball = self._take_artifact(spec, res, artifact_image, previous, eng)
+                self._await_base(spec, eng)
                 image = self._runtime_image(spec, res, tarball, log, eng)
             self._judge(spec, res, artifact_image, image, previous, place)
             self._promote_or_discard(spec, res, image, eng)
@@ -258,6 +274,14 @@ class Builder:
         self.record(res)
         self.announce(spec, res, on)
         return res
+
+    def _await_base(self, spec: BuildSpec, eng: EngineAPI) -> None:
+        """Wait until the base of the entry's runtime stage exists, if `run` left it to be made while
+        the builds compile (a cross entry's target platform)."""
+        if self._late_bases is not None:
+            if eng.image_id(spec.base_image) is None:
+                self.progress.step(spec.key, f"waiting for the base {spec.base_image}")
+            self._late_bases.wait(eng, spec.base_image)
 
     def _context(self, spec: BuildSpec, res: EntryResult) -> IO[bytes]:
         """The artifact build's context: the Dockerfile, the scripts, the verified source, a PGO profile."""
@@ -293,7 +317,7 @@ class Builder:
             # Built on its own first (a cache hit after the release's first cross build): its id names
             # it as a cache source below, since the artifact stage only copies from it.
             self.progress.step(spec.key, "build-python stage (one per release, shared by its cross builds)")
-            res.build_python_image_id = eng.build(context, target="build-python", **common)
+            res.build_python_image_id = self.build_python_stage(spec, context, eng, builder, **common)
             res.durations["build_python"] = time.monotonic() - t
             prereqs.append(res.build_python_image_id)
             context = self._context(spec, res)
@@ -308,6 +332,16 @@ class Builder:
         res.artifact_image_id, res.partial_image_id = image, None
         res.durations["artifact"] = time.monotonic() - t - res.durations.get("build_python", 0.0)
         return image
+
+    def build_python_stage(
+        self, spec: BuildSpec, context: IO[bytes], eng: EngineAPI, builder: Platform, **common: Any
+    ) -> str:
+        """A cross build's `build-python` stage; its image id. Its cache source is its newest labelled
+        build on the engine: without one, the engine would follow the newest copy of the builder's
+        first step, which a no-cache build of another entry may have made, and compile it again."""
+        labels = render.build_python_labels(spec, builder)
+        last = None if self.options.nocache else eng.newest_labelled(labels)
+        return eng.build(context, target="build-python", labels=labels, cache_from=[last] if last else None, **common)
 
     def _cache_from(self, spec: BuildSpec, prereqs: list[str], place: Placement) -> list[str] | None:
         """The images whose layers may serve as cache; None: any local layer.

@@ -15,9 +15,10 @@ cpforge/scheduler.py. Which engine holds an entry's images afterwards: `Holders`
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,21 +229,57 @@ class Fleet:
 
 
 def ensure_bases(
-    fleet: Fleet, needs: dict[Worker, set[tuple[Distro, Platform]]], workdir: Path, say: Callable[[str], None]
+    fleet: Fleet,
+    needs: dict[Worker, set[tuple[Distro, Platform]]],
+    workdir: Path,
+    say: Callable[[str], None],
+    stopped: Callable[[], bool] = lambda: False,
 ) -> None:
     """Make each worker's base images exist: copied from another engine of the fleet that has the
     same image (so every engine builds FROM the very same base, and `--locked` holds on each), else
-    pulled or bootstrapped there (cpforge/base.py)."""
+    pulled or bootstrapped there (cpforge/base.py; ``stopped`` ends a bootstrap under way)."""
     for w, pairs in needs.items():
         assert w.engine is not None
         for distro, plat in sorted(pairs, key=lambda p: (p[0].name, p[1].name)):
             ref = distro.base_image(plat)
             if w.engine.image_id(ref) is None:
                 _copy_from_peer(fleet, w, ref, say)
-            res = base_images.ensure(w.engine, distro, plat, workdir, say)
+            res = base_images.ensure(w.engine, distro, plat, workdir, say, stopped=stopped)
             if res.how != "present":
                 where = f" on {w.url}" if fleet.several else ""
                 say(f"✓ base {res.ref} {res.how}{where} in {fmt_seconds(res.seconds)}")
+
+
+class LateBases:
+    """Base images that only runtime stages use (a cross entry's target platform, whose bootstrap runs
+    dpkg under QEMU for minutes on one core), made one after another in a background thread while the
+    builds compile. An entry waits for its own before its runtime stage and gets its error, if any;
+    `close` stops a bootstrap no entry is left to wait for, and waits until it has cleaned up."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpforge-base")
+        self._futures: dict[tuple[int, str], Future[None]] = {}
+        self._stop = threading.Event()
+
+    def start(
+        self, fleet: Fleet, needs: dict[Worker, set[tuple[Distro, Platform]]], workdir: Path, say: Callable[[str], None]
+    ) -> None:
+        for w, pairs in needs.items():
+            assert w.engine is not None
+            for distro, plat in sorted(pairs, key=lambda p: (p[0].name, p[1].name)):
+                one = {w: {(distro, plat)}}
+                job = self._pool.submit(ensure_bases, fleet, one, workdir, say, self._stop.is_set)
+                self._futures[(id(w.engine), distro.base_image(plat))] = job
+
+    def wait(self, engine: EngineAPI, ref: str) -> None:
+        """Return once ``ref`` exists on ``engine`` (at once if it was never late); raise its error."""
+        job = self._futures.get((id(engine), ref))
+        if job is not None:
+            job.result()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _copy_from_peer(fleet: Fleet, to: Worker, ref: str, say: Callable[[str], None]) -> bool:

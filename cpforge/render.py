@@ -17,7 +17,7 @@ import jinja2
 
 from .errors import RenderError
 from .fsutil import atomic_write_text
-from .matrix import BuildSpec
+from .matrix import BuildSpec, Platform
 
 TEMPLATE = "Dockerfile.j2"
 RUNTIME_TEMPLATE = "runtime.j2"
@@ -60,6 +60,20 @@ def artifact_labels(spec: BuildSpec) -> dict[str, str]:
     report knows it (a fresh clone, another workspace). Nothing that changes from run to run."""
     kept = ("io.cpforge.entry", "io.cpforge.profile")  # the runtime image's labels that name the entry
     return {**{k: v for k, v in labels(spec) if k in kept}, "io.cpforge.stage": "artifact"}
+
+
+def build_python_labels(spec: BuildSpec, builder: Platform) -> dict[str, str]:
+    """The labels of a cross build's `build-python` stage image: what its instructions depend on (the
+    release and its source, the distro, the target, the builder), so its newest build on an engine is
+    found and named as the cache source of the next (cpforge/build.py)."""
+    return {
+        "io.cpforge.stage": "build-python",
+        "io.cpforge.cpython.version": spec.version,
+        "io.cpforge.source.sha256": spec.source.sha256,
+        "io.cpforge.distro": spec.distro.name,
+        "io.cpforge.target-arch": spec.platform.arch,
+        "io.cpforge.builder-arch": builder.arch,
+    }
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,8 +4,11 @@ Rules, in order, each time an engine has a free job slot (engines are visited le
 ties in the order they were declared):
   1. Affinity. Entries that share a builder stage (same distro, target and build-deps command) or a
      cross build's build-python stage (same release, distro and target) form a group, and a group
-     goes to the engine that started its first entry, so that engine's layer cache is reused.
-  2. An engine with nothing of its own groups left starts the next unstarted group it can build.
+     goes to the engine that started its first entry, so that engine's layer cache is reused: once
+     an entry of the group has ended there, the engine takes the group's next entry first.
+  2. Else the engine starts the next unstarted group it can build; only when there is none does it
+     start a second entry of its own group whose first is still building (and so still making the
+     shared stages: both would make them at once, as `--jobs 2` on two siblings used to).
   3. Only when a slot would otherwise stay idle does it take the next entry of a group whose engines
      are all busy (that group's builder stage is then built once more, on this engine).
 An engine runs at most its job limit at once; each entry's images are built, smoke-tested and
@@ -95,6 +98,7 @@ class Scheduler:
         self._queue: list[_Task] = []
         self._results: dict[int, EntryResult] = {}
         self._bound: dict[int, list[Worker]] = {}  # group → the engines building it
+        self._warm: set[tuple[int, str]] = set()  # (group, engine url): an entry of it ended there
         self._running: dict[Future[tuple[EntryResult, bool]], tuple[_Task, Worker]] = {}
         self._failed = False
         self._cpu = 0.0
@@ -158,9 +162,13 @@ class Scheduler:
 
     def _pick(self, w: Worker) -> _Task | None:
         mine = [t for t in self._queue if w.serves(t.spec.platform.name) and w.url not in t.lost_on]
-        chosen: _Task | None = next((t for t in mine if w in self._bound.get(t.group, ())), None)  # 1. own groups
+        own = [t for t in mine if w in self._bound.get(t.group, ())]
+        # 1. own groups whose shared stages this engine has built: their next entry starts from its cache
+        chosen: _Task | None = next((t for t in own if (t.group, w.url) in self._warm), None)
         if chosen is None:
             chosen = next((t for t in mine if not self._bound.get(t.group)), None)  # 2. a new group
+        if chosen is None:  # 1b. own groups whose first entry is still building its shared stages
+            chosen = next(iter(own), None)
         if chosen is None:  # 3. help a group whose engines are all busy
             busy = [t for t in mine if all(not o.live or o.running >= o.jobs for o in self._bound[t.group])]
             if busy:
@@ -194,6 +202,7 @@ class Scheduler:
     def _finished(self, fut: Future[tuple[EntryResult, bool]]) -> None:
         task, w = self._running.pop(fut)
         w.running -= 1
+        self._warm.add((task.group, w.url))
         w.freed_at = time.monotonic()
         res, gone = fut.result()
         if gone and not w.lost:

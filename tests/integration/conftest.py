@@ -6,6 +6,7 @@ tagged under the `cpforge-test/python` repository so they never clobber a user's
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -128,6 +129,7 @@ def interrupted_build(ctx: api.Context, engine: Engine, test_matrix: Path) -> In
         engine.remove_image(tag)
     log = ctx.ws.log_path(spec)
     log.unlink(missing_ok=True)
+    began = int(time.time()) - 1  # containers are told apart from other builds' by when they were made
     args = ["build", "--filter", spec.id, "--profile", "quick", "--no-cache", "--matrix-file", str(test_matrix)]
     proc = start_invoke([*args, "--out", str(ctx.ws.out)])
     deadline = time.monotonic() + 1800
@@ -147,7 +149,7 @@ def interrupted_build(ctx: api.Context, engine: Engine, test_matrix: Path) -> In
     containers = [
         c["Id"]
         for c in engine.api.containers(all=True)
-        if "cpforge-build 3.14.7 --enable-experimental-jit" in c["Command"]
+        if "cpforge-build 3.14.7 --enable-experimental-jit" in c["Command"] and int(c["Created"]) >= began
     ]
     return Interruption(
         returncode=proc.returncode,
@@ -165,22 +167,33 @@ def build(ctx: api.Context, engine: Engine, filters: list[str], jobs: int = 1) -
         return api.build(ctx, engine, specs, BuildOptions(jobs=jobs, keep_going=True), progress)
 
 
-@pytest.fixture(scope="session")
-def built_314(ctx: api.Context, engine: Engine, interrupted_build: object) -> Iterator[dict[str, EntryResult]]:
-    """CPython 3.14 for linux/amd64 on trixie, quick profile: default, freethreaded and jit, built,
-    smoke-tested and tagged. (After `interrupted_build` stopped the jit entry's first build mid-make:
-    this build of it continues from the layer cache.)"""
-    # two at a time: one's configure, install and smoke test (one core) overlap the other's make
-    results = build(ctx, engine, [AMD64_314], jobs=2)
-    assert len(results) == 3
-    yield {r.variant: r for r in results}
+ARM64_ENTRY = "3.14-freethreaded-trixie-arm64"
+BULLSEYE_ENTRY = "3.14-default-bullseye-amd64"
+QUICK_BUILDS = [AMD64_314, ARM64_ENTRY, BULLSEYE_ENTRY, INERT_JIT_313]  # what `built_quick` builds
 
 
 @pytest.fixture(scope="session")
-def built_313(ctx: api.Context, engine: Engine) -> EntryResult:
+def built_quick(ctx: api.Context, engine: Engine, interrupted_build: object) -> dict[str, EntryResult]:
+    """Every quick-profile entry the suite shares, built, smoke-tested and tagged in one `invoke build
+    --jobs 2`, as a user's `--matrix` run is: one entry's single-core phases (base bootstrap, build
+    deps, configure, install, smoke test, the arm64 one under QEMU) overlap another's make. (After
+    `interrupted_build` stopped the 3.14 jit entry's first build mid-make: this build of it continues
+    from the layer cache.) Entry id → its result."""
+    results = build(ctx, engine, QUICK_BUILDS, jobs=2)
+    assert len(results) == 6, [r.key for r in results]
+    return {r.id: r for r in results}
+
+
+@pytest.fixture(scope="session")
+def built_314(built_quick: dict[str, EntryResult]) -> dict[str, EntryResult]:
+    """CPython 3.14 for linux/amd64 on trixie: default, freethreaded and jit. Variant → its result."""
+    return {r.variant: r for r in built_quick.values() if fnmatch.fnmatch(r.id, AMD64_314)}
+
+
+@pytest.fixture(scope="session")
+def built_313(built_quick: dict[str, EntryResult]) -> EntryResult:
     """3.13's free-threaded + JIT build: it compiles the JIT in but never runs it."""
-    (result,) = build(ctx, engine, [INERT_JIT_313])
-    return result
+    return built_quick[INERT_JIT_313]
 
 
 def image_refs(engine: Engine) -> set[str]:
@@ -192,22 +205,17 @@ def image_refs(engine: Engine) -> set[str]:
     return refs
 
 
-ARM64_ENTRY = "3.14-freethreaded-trixie-arm64"
-BULLSEYE_ENTRY = "3.14-default-bullseye-amd64"
-
-
 @pytest.fixture(scope="session")
-def built_bullseye(ctx: api.Context, engine: Engine) -> EntryResult:
+def built_bullseye(built_quick: dict[str, EntryResult]) -> EntryResult:
     """3.14 default on Debian bullseye (glibc 2.31): the portable build CI runners are provisioned from."""
-    (result,) = build(ctx, engine, [BULLSEYE_ENTRY])
-    return result
+    return built_quick[BULLSEYE_ENTRY]
 
 
 @pytest.fixture(scope="session")
-def built_arm64(ctx: api.Context, engine: Engine) -> dict[str, EntryResult]:
+def built_arm64(built_quick: dict[str, EntryResult]) -> dict[str, EntryResult]:
     """3.14 free-threaded for linux/arm64: cross-compiled on amd64 (its build python from the release's
-    build-python stage), smoke-tested under QEMU."""
-    return {r.id: r for r in build(ctx, engine, [ARM64_ENTRY])}
+    build-python stage), smoke-tested under QEMU. Entry id → its result."""
+    return {ARM64_ENTRY: built_quick[ARM64_ENTRY]}
 
 
 PROVISIONED = [  # what `provisioned` makes tarballs of

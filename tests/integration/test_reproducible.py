@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 
 from cpforge import api
-from cpforge.build import BuildOptions
+from cpforge.build import Builder, BuildOptions
 from cpforge.engine import Engine, context_tar
 from cpforge.lock import Lock, LockError
+from cpforge.matrix import Platform
 from cpforge.progress import Progress
 from cpforge.render import CONTEXT_SCRIPTS
 from cpforge.report import EntryResult, Report
 from cpforge.verify import verify
 
-from .conftest import ROOT
+from .conftest import ARM64_ENTRY, ROOT
 
 pytestmark = pytest.mark.integration
 ENTRY = "3.14-default-trixie-amd64"
@@ -117,11 +118,12 @@ def test_verify_rebuild_is_bit_for_bit(ctx: api.Context, engine: Engine, built_3
     assert engine.image_id(built_314["default"].tags[0]) == built_314["default"].image_id
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def competing_chain(ctx: api.Context, engine: Engine, workdir: Path) -> Iterator[str]:
     """A no-cache build of the default entry's builder stage: a second chain for the same builder
     steps, newer than the entry's own. Such chains arise when two entries build that stage at once
-    (`--jobs 2`), or from a fresh build, verify or bench."""
+    (`--jobs 2`), or from a fresh build, verify, bench or a `--no-cache` build. (Its first step,
+    `COPY install-build-deps.sh` onto the trixie base, is also a cross build's build-python stage's.)"""
     (spec,) = api.plan(ctx, filters=[ENTRY], profile="quick")
     files: dict[str, bytes | Path] = {"Dockerfile": ctx.renderer.dockerfile(spec).encode()}
     files.update({rel: ROOT / rel for rel in CONTEXT_SCRIPTS})
@@ -187,3 +189,42 @@ def test_a_fresh_workspace_finds_the_entrys_own_chain_on_the_engine(
     run, recompiled entries its engine had already built."""
     elsewhere = api.Context.create(test_matrix, root=ROOT, out=tmp_path / "out")
     _rebuild_reuses_the_compile_layer(elsewhere, engine, built_314["default"], competing_chain)
+
+
+def test_a_fresh_workspace_reuses_the_releases_build_python_stage(
+    engine: Engine, built_arm64: dict[str, EntryResult], competing_chain: str, test_matrix: Path, tmp_path: Path
+) -> None:
+    """The build-python stage names its newest labelled build as its cache source. Before, it named
+    none, the engine followed the newest copy of the stage's first step (`COPY install-build-deps.sh`,
+    which the competing chain, or in CI the Ctrl-C test's `--no-cache` build, had just made), and the
+    build python was compiled again: 4 minutes of every warm CI run."""
+    elsewhere = api.Context.create(test_matrix, root=ROOT, out=tmp_path / "out")
+    (spec,) = api.plan(elsewhere, filters=[ARM64_ENTRY], profile="quick")
+    files: dict[str, bytes | Path] = {"Dockerfile": elsewhere.renderer.dockerfile(spec).encode()}
+    files.update({rel: ROOT / rel for rel in CONTEXT_SCRIPTS})
+    files[f"sources/{spec.source.filename}"] = ROOT / "sources" / spec.source.filename
+    with Progress(total=1, heartbeat=0) as progress:
+        builder = Builder(
+            engine,
+            elsewhere.ws,
+            elsewhere.renderer,
+            elsewhere.sources(progress),
+            Report(tmp_path / "r.json"),
+            progress,
+            BuildOptions(),
+        )
+        amd64 = Platform(name="linux/amd64")
+        with (tmp_path / "build-python.log").open("w") as log:
+            image = builder.build_python_stage(
+                spec,
+                context_tar(files),
+                engine,
+                amd64,
+                platform=amd64.name,
+                buildargs={"BUILDER_ARCH": "amd64"},
+                log=log,
+            )
+    assert image == built_arm64[ARM64_ENTRY].build_python_image_id
+    text = (tmp_path / "build-python.log").read_text()
+    step = text.index('RUN ["/usr/local/sbin/cpforge-build-python", "3.14.7", "arm64"]')
+    assert text[step:].splitlines()[1].strip() == "---> Using cache"  # not compiled again

@@ -102,6 +102,11 @@ class FakeEngine:
     def image_labels(self, ref: str) -> dict[str, str]:
         return {}
 
+    def pull(self, ref: str, platform: str) -> bool:
+        """No registry is reachable (as on this project's machines)."""
+        self.calls.append(("pull", ref))
+        return False
+
     def newest_labelled(self, labels: dict[str, str]) -> str | None:
         self._check_alive("images")
         found = [i for i, lab in self.labelled if i in self.images and labels.items() <= lab.items()]

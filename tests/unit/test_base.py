@@ -1,11 +1,13 @@
-"""Emulation preflight: a missing or wrong binfmt registration is one clear error."""
+"""Emulation preflight: a missing or wrong binfmt registration is one clear error. A bootstrap can be stopped."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from cpforge import base
 from cpforge.base import check_emulation, host_arch
 from cpforge.errors import BaseImageError
 from cpforge.matrix import Platform
@@ -29,3 +31,12 @@ def test_registration_without_f_flag_is_refused(tmp_path: Path) -> None:
         check_emulation(FOREIGN, tmp_path)
     (tmp_path / f"qemu-{FOREIGN.machine}").write_text("enabled\ninterpreter /usr/bin/qemu\nflags: PF\n")
     check_emulation(FOREIGN, tmp_path)
+
+
+def test_a_stopped_bootstrap_command_is_terminated_at_once(tmp_path: Path) -> None:
+    stop_at = time.monotonic() + 0.3
+    with (tmp_path / "log").open("w") as out:
+        started = time.monotonic()
+        assert base._run_stoppable(["sleep", "30"], out, {}, lambda: time.monotonic() > stop_at) is None
+        assert time.monotonic() - started < 5
+        assert base._run_stoppable(["sh", "-c", "exit 3"], out, {}, lambda: False) == 3

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from cpforge import base as base_images
 from cpforge import matrix as mx
 from cpforge import render
 from cpforge.build import Builder, BuildOptions, Workspace
-from cpforge.errors import Interrupted
+from cpforge.errors import BaseImageError, Interrupted
 from cpforge.progress import Progress
 from cpforge.report import Report
 from cpforge.sources import Fetched
@@ -143,6 +144,95 @@ def test_fresh_builds_reuse_only_the_build_python_stage(tmp_path: Path) -> None:
     builds = [ref for kind, ref in engine.calls if kind == "build"]
     assert builds == [f"{arm.id}:build-python", f"{arm.id}:artifact", f"{arm.id}:runtime"]
     assert "build_python" in res.durations
+
+
+def test_the_build_python_stage_names_its_newest_labelled_build_as_cache_source(tmp_path: Path) -> None:
+    arm = SPECS["3.14-freethreaded-trixie-arm64"]
+    engine = FakeEngine({arm.id: arm})
+    first = builder(tmp_path / "a", engine).build_one(arm)
+    assert first.passed, first.problems
+    (made,) = [b for b in engine.builds if b["target"] == "build-python"]
+    assert made["cache_from"] is None  # nothing labelled yet: any local layer
+    labels = engine.labelled[0][1]
+    assert labels["io.cpforge.stage"] == "build-python" and labels["io.cpforge.target-arch"] == "arm64"
+    assert labels["io.cpforge.builder-arch"] == "amd64" and labels["io.cpforge.cpython.version"] == arm.version
+    # another workspace (a fresh clone) on the same engine: the stage's last build is its cache source
+    again = builder(tmp_path / "b", engine).build_one(arm)
+    assert again.passed, again.problems
+    assert engine.builds[-3]["target"] == "build-python"
+    assert engine.builds[-3]["cache_from"] == [first.build_python_image_id]
+    # with --no-cache, nothing is named
+    builder(tmp_path / "c", engine, nocache=True).build_one(arm)
+    assert engine.builds[-3]["target"] == "build-python" and engine.builds[-3]["cache_from"] is None
+
+
+ARM = SPECS["3.14-freethreaded-trixie-arm64"]
+
+
+def _late_arm64_base(monkeypatch: pytest.MonkeyPatch, bootstrap: Callable[..., str]) -> FakeEngine:
+    """An engine that has every base but the arm64 entry's target one, which ``bootstrap`` makes."""
+    engine = FakeEngine({s.id: s for s in [*AMD64[:1], ARM]})
+    del engine.tags[ARM.base_image]
+    monkeypatch.setattr(base_images, "bootstrap", bootstrap)
+    monkeypatch.setattr(base_images, "check_emulation", lambda plat: None)
+    return engine
+
+
+def test_a_cross_entrys_target_base_is_bootstrapped_while_it_compiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[tuple[str, str]]] = []
+
+    def bootstrap(eng: FakeEngine, distro: mx.Distro, plat: mx.Platform, *args: Any) -> str:
+        deadline = time.monotonic() + 10
+        while ("build", f"{ARM.id}:artifact") not in eng.calls and time.monotonic() < deadline:
+            time.sleep(0.01)  # the entry's compile starts before its target base exists
+        seen.append(list(eng.calls))
+        eng.tags[distro.base_image(plat)] = "sha256:arm64base"
+        return "sha256:arm64base"
+
+    engine = _late_arm64_base(monkeypatch, bootstrap)
+    results = builder(tmp_path, engine).run([AMD64[0], ARM])
+    assert [r.status for r in results] == ["passed", "passed"], [r.problems for r in results]
+    (calls,) = seen
+    assert ("build", f"{ARM.id}:artifact") in calls  # compiling while the base was bootstrapped ...
+    assert ("build", f"{ARM.id}:runtime") not in calls  # ... and its runtime stage waited for it
+    assert ("build", f"{ARM.id}:runtime") in engine.calls
+
+
+def test_a_failed_late_bootstrap_fails_only_the_entries_that_need_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bootstrap(*args: Any) -> str:
+        raise BaseImageError("mmdebstrap failed for trixie/arm64 (exit 1)", hint="check the mirror")
+
+    engine = _late_arm64_base(monkeypatch, bootstrap)
+    amd, arm = builder(tmp_path, engine, keep_going=True).run([AMD64[0], ARM])
+    assert amd.status == "passed"
+    assert arm.status == "error" and "mmdebstrap failed for trixie/arm64" in arm.reason
+    assert ("build", f"{ARM.id}:runtime") not in engine.calls
+    assert not [ref for kind, ref in engine.calls if kind == "tag" and ARM.id in ref]
+
+
+def test_a_late_bootstrap_no_entry_waits_for_is_stopped_when_the_run_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stopped: list[bool] = []
+
+    def bootstrap(eng: FakeEngine, distro: mx.Distro, plat: mx.Platform, workdir: Path, log: Any, stop: Any) -> str:
+        deadline = time.monotonic() + 10
+        while not stop() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stopped.append(stop())
+        raise Interrupted("the bootstrap was stopped")
+
+    engine = _late_arm64_base(monkeypatch, bootstrap)
+    engine.fail.add(ARM.id)  # its compile fails: nobody waits for its base
+    started = time.monotonic()
+    amd, arm = builder(tmp_path, engine, keep_going=True).run([AMD64[0], ARM])
+    assert time.monotonic() - started < 5
+    assert (amd.status, arm.status) == ("passed", "error")
+    assert stopped == [True]  # the run ended only after the bootstrap had been stopped
 
 
 def test_cache_sources_are_the_entrys_own_chain_once_it_has_one(tmp_path: Path) -> None:

@@ -107,6 +107,18 @@ def test_a_group_stays_on_one_engine_while_each_engine_has_its_own_work(tmp_path
     assert f"{NOJIT[0]}@quick:" in out and "on fake://a;" in out
 
 
+def test_a_second_slot_starts_another_group_before_a_sibling_whose_shared_stage_is_being_built(
+    tmp_path: Path,
+) -> None:
+    a = engine("fake://a", seconds=0.2)
+    builder, _ = run(tmp_path, [worker(a, jobs=2)], specs(NOJIT[0], NOJIT[1], JIT18[0]))
+    assert all(r.passed for r in builder.report.entries.values())
+    started = [c["entry"] for c in a.builds if c["target"] == "artifact"]
+    # NOJIT[1] at once would build NOJIT[0]'s builder stage a second time, alongside it
+    assert set(started[:2]) == {NOJIT[0], JIT18[0]} and started[2] == NOJIT[1]  # (the first two in either order)
+    assert a.max_running == 2
+
+
 def test_an_idle_engine_helps_with_a_group_whose_engine_is_busy(tmp_path: Path) -> None:
     a, b = engine("fake://a", seconds=0.2), engine("fake://b", seconds=0.2)
     plan = specs("3.14-default-trixie-amd64", "3.14-freethreaded-trixie-amd64", "3.13-default-trixie-amd64")
