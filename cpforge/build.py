@@ -255,7 +255,7 @@ class Builder:
             with logpath.open("w", encoding="utf-8") as log:
                 artifact_image = self._artifact_stage(spec, res, log, place)
                 tarball = self._take_artifact(spec, res, artifact_image, previous, eng)
-                self._await_base(spec, eng)
+                self._await_base(spec, res, eng)
                 image = self._runtime_image(spec, res, tarball, log, eng)
             self._judge(spec, res, artifact_image, image, previous, place)
             self._promote_or_discard(spec, res, image, eng)
@@ -275,13 +275,14 @@ class Builder:
         self.announce(spec, res, on)
         return res
 
-    def _await_base(self, spec: BuildSpec, eng: EngineAPI) -> None:
+    def _await_base(self, spec: BuildSpec, res: EntryResult, eng: EngineAPI) -> None:
         """Wait until the base of the entry's runtime stage exists, if `run` left it to be made while
-        the builds compile (a cross entry's target platform)."""
-        if self._late_bases is not None:
-            if eng.image_id(spec.base_image) is None:
-                self.progress.step(spec.key, f"waiting for the base {spec.base_image}")
+        the builds compile (a cross entry's target platform); the wait is the report's `base_wait`."""
+        if self._late_bases is not None and eng.image_id(spec.base_image) is None:
+            t = time.monotonic()
+            self.progress.step(spec.key, f"waiting for its base {spec.base_image}, bootstrapped meanwhile")
             self._late_bases.wait(eng, spec.base_image)
+            res.durations["base_wait"] = time.monotonic() - t
 
     def _context(self, spec: BuildSpec, res: EntryResult) -> IO[bytes]:
         """The artifact build's context: the Dockerfile, the scripts, the verified source, a PGO profile."""

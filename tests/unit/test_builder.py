@@ -188,6 +188,7 @@ def test_a_cross_entrys_target_base_is_bootstrapped_while_it_compiles(
         while ("build", f"{ARM.id}:artifact") not in eng.calls and time.monotonic() < deadline:
             time.sleep(0.01)  # the entry's compile starts before its target base exists
         seen.append(list(eng.calls))
+        time.sleep(0.3)  # longer than the rest of its artifact stage: its runtime stage has to wait
         eng.tags[distro.base_image(plat)] = "sha256:arm64base"
         return "sha256:arm64base"
 
@@ -198,6 +199,7 @@ def test_a_cross_entrys_target_base_is_bootstrapped_while_it_compiles(
     assert ("build", f"{ARM.id}:artifact") in calls  # compiling while the base was bootstrapped ...
     assert ("build", f"{ARM.id}:runtime") not in calls  # ... and its runtime stage waited for it
     assert ("build", f"{ARM.id}:runtime") in engine.calls
+    assert "base_wait" in results[1].durations and "base_wait" not in results[0].durations
 
 
 def test_a_failed_late_bootstrap_fails_only_the_entries_that_need_it(
