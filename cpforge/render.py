@@ -66,10 +66,10 @@ def build_python_labels(spec: BuildSpec, builder: Platform) -> dict[str, str]:
     """The labels of a cross build's `build-python` stage image: what its instructions depend on (the
     release and its source, the distro, the target, the builder), so its newest build on an engine is
     found and named as the cache source of the next (cpforge/build.py)."""
+    kept = ("io.cpforge.cpython.version", "io.cpforge.source.sha256")  # the runtime image's, for the release
     return {
+        **{k: v for k, v in labels(spec) if k in kept},
         "io.cpforge.stage": "build-python",
-        "io.cpforge.cpython.version": spec.version,
-        "io.cpforge.source.sha256": spec.source.sha256,
         "io.cpforge.distro": spec.distro.name,
         "io.cpforge.target-arch": spec.platform.arch,
         "io.cpforge.builder-arch": builder.arch,
