@@ -1,6 +1,7 @@
 """The plan: verify inputs, then per entry build artifact → assemble runtime → smoke → promote.
 
-Order of work for a plan (every check that can refuse happens before anything is built):
+Order of work for a plan (every check that can refuse happens before anything is built; only a
+bootstrap left to the background, 3., can fail later, and fails just the entries needing its base):
   1. the committed Dockerfiles of the selected entries match the templates (else: `invoke render`);
   2. every source tarball is present and matches its sha256;
   3. every base image a build starts FROM exists (pulled or bootstrapped); a cross entry's target

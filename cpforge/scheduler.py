@@ -167,7 +167,7 @@ class Scheduler:
         chosen: _Task | None = next((t for t in own if (t.group, w.url) in self._warm), None)
         if chosen is None:
             chosen = next((t for t in mine if not self._bound.get(t.group)), None)  # 2. a new group
-        if chosen is None:  # 1b. own groups whose first entry is still building its shared stages
+        if chosen is None:  # 2b. own groups whose first entry is still building its shared stages
             chosen = next(iter(own), None)
         if chosen is None:  # 3. help a group whose engines are all busy
             busy = [t for t in mine if all(not o.live or o.running >= o.jobs for o in self._bound[t.group])]
